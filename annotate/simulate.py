@@ -4,8 +4,8 @@
 
 Each simulated annotator registers (gets the least-covered batch, as in the app) and answers every question of
 its batch. An attentive one prefers the model under test (the study's first run) with probability
---prefer-first on average; the preference varies per prompt (--prompt-spread, the s.d. of a per-prompt shift
-on the logit scale) so that annotators agree about prompts, as people do. It answers gold checks correctly with
+expit(logit(--prefer-first) + s), where s is a per-prompt shift drawn from N(0, --prompt-spread²): annotators then
+agree about prompts, as people do (with --prompt-spread 0 every prompt is preferred with exactly --prefer-first). It answers gold checks correctly with
 probability 0.97 and takes 2-8 s per answer. A careless one clicks at random in about 0.4 s. For demos and
 tests: the study's truth is then known.
 """
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--study")
     parser.add_argument("--annotators", type=int, default=12)
     parser.add_argument("--prefer-first", type=float, default=0.7,
-                        help="mean probability that an attentive annotator prefers the model under test")
+                        help="probability (before the per-prompt shift) that an attentive annotator prefers the model")
     parser.add_argument("--careless", type=int, default=0, help="how many of the annotators click at random")
     parser.add_argument("--prompt-spread", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
