@@ -123,7 +123,8 @@ def annotate_page(engine, study: dict, annotator: dict, root: str, completion_ur
         if image is None:
             column.error(f"Image missing (item {item['id']}); please tell the study organiser.")
         else:
-            column.image(image, caption=f"{side.capitalize()} image", width="stretch")
+            # PNG: the default "auto" may re-encode as JPEG, and compression artefacts would bias a quality study
+            column.image(image, caption=f"{side.capitalize()} image", width="stretch", output_format="PNG")
     number = QUESTIONS.index(question) + 1
     st.markdown(f"**Question {number} of {len(QUESTIONS)}.** {QUESTION_TEXT[question]}")
     buttons = st.columns(2)

@@ -26,7 +26,8 @@ def fake_prompts(n: int) -> pd.DataFrame:
     rows = []
     for i in range(n):
         colour, shape = COLOURS[i % len(COLOURS)], SHAPES[(i // len(COLOURS)) % len(SHAPES)]
-        rows.append({"prompt_id": f"{i:04d}", "prompt": f"a {colour} {shape} number {i}",
+        article = "an" if colour[0] in "aeiou" else "a"
+        rows.append({"prompt_id": f"{i:04d}", "prompt": f"{article} {colour} {shape} number {i}",
                      "category": CATEGORIES[i % len(CATEGORIES)], "challenge": CHALLENGES[i % len(CHALLENGES)]})
     return pd.DataFrame(rows)
 

@@ -1,0 +1,30 @@
+"""Fake run folders (docs/architecture.md format) and a study built from them."""
+
+import pytest
+
+from annotate import db
+from annotate.fixtures import fake_prompts, write_fake_run
+from annotate.runs import read_runs
+from annotate.study import create_study
+
+MODEL_NAMES = ("shapes-turbo", "shapes-sd3", "shapes-lcm")  # must never reach the browser
+
+
+@pytest.fixture
+def run_dirs(tmp_path):
+    prompts = fake_prompts(8)
+    return [write_fake_run(tmp_path / "results" / "turbo1", "shapes-turbo", 1, prompts, samples=2, size=16),
+            write_fake_run(tmp_path / "results" / "teacher50", "shapes-sd3", 50, prompts, samples=2, size=16),
+            write_fake_run(tmp_path / "results" / "lcm4", "shapes-lcm", 4, prompts, samples=2, size=16)]
+
+
+@pytest.fixture
+def study_db(tmp_path, run_dirs):
+    """Two model pairs x 8 prompts x 2 views = 32 comparisons, in 4 batches of 8, each with 1 gold check."""
+    path = tmp_path / "study.db"
+    engine = db.make_engine(str(path), must_exist=False)
+    model, *baselines = read_runs(run_dirs)
+    create_study(engine, "test", model, baselines, "parti128", samples_per_prompt=2, views=2, batch_size=8,
+                 gold_per_batch=1, seed=0)
+    engine.dispose()
+    return path
