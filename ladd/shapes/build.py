@@ -1,0 +1,317 @@
+"""Build the shapes-world model zoo: `python -m ladd.shapes.build [--smoke] [--config FILE] [key=value ...]`.
+
+Stages, each trained by this file on rendered shapes scenes (never on a held-out prompt):
+  1. tokenizer  CLIPTokenizer whose BPE merges make every grammar word one token
+  2. clip       a tiny CLIPModel, trained contrastively; its text tower becomes the pipeline's text encoders
+  3. vae        a tiny AutoencoderKL (4x downsampling); scaling/shift factors measured from its latents
+  4. teacher    an SD3Transformer2DModel trained with the rectified-flow objective (logit-normal t as in SD3,
+                text dropout so classifier-free guidance works) on all three aspect buckets, with EMA
+Outputs: `<out>/shapes-clip/` (CLIPModel + CLIPProcessor) and `<out>/<teacher.name>/` (StableDiffusion3Pipeline).
+`stages=["teacher"]` reuses an existing CLIP and VAE (e.g. teachers of other depths for the scaling study).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL
+from diffusers.training_utils import EMAModel
+from safetensors.torch import save_file
+from tqdm import tqdm
+from transformers import CLIPModel, CLIPProcessor, CLIPTokenizer
+
+from ladd.conditioning import encode_prompts
+from ladd.config import load_config
+from ladd.flow import add_noise, flow_matching_loss, sample_logit_normal, to_model_timestep
+from ladd.paths import CONFIGS_DIR, MODELS_DIR, RESULTS_DIR
+from ladd.shapes.data import BucketSampler, render_pool, to_model_range
+from ladd.shapes.heldout import heldout_prompts
+from ladd.shapes.zoo import (
+    MAX_SEQUENCE_LENGTH,
+    assemble_pipeline,
+    build_tokenizer,
+    clip_config,
+    clip_image_processor,
+    make_transformer,
+    make_vae,
+    save_pipeline,
+    teacher_scheduler,
+    text_encoder_from_clip,
+)
+
+
+class MetricsLog:
+    """Append rows to a CSV file (one per stage), flushing so a crashed build still leaves its history."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.file = None
+
+    def write(self, **row):
+        if self.file is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.file = self.path.open("w", newline="")
+            self.writer = csv.DictWriter(self.file, fieldnames=list(row))
+            self.writer.writeheader()
+        self.writer.writerow(row)
+        self.file.flush()
+
+
+def cosine_lr(step: int, total: int, warmup: int, final_fraction: float = 0.1) -> float:
+    """Learning-rate multiplier: linear warm-up, then cosine decay to `final_fraction`."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return final_fraction + (1 - final_fraction) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def make_optimizer(params, cfg: dict, steps: int):
+    optimizer = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg.get("weight_decay", 0.0))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_lr(s, steps, cfg["warmup"]))
+    return optimizer, schedule
+
+
+def clip_pixels(processor, images: torch.Tensor) -> torch.Tensor:
+    """uint8 images -> CLIP pixel values, through the saved processor (so training matches inference)."""
+    return processor(images=list(images.permute(0, 2, 3, 1).numpy()), return_tensors="pt")["pixel_values"]
+
+
+def train_clip(pool, tokenizer: CLIPTokenizer, cfg: dict, log: MetricsLog, seed: int) -> CLIPModel:
+    torch.manual_seed(seed)
+    model = CLIPModel(clip_config(tokenizer, cfg))
+    processor = clip_image_processor(cfg["image_size"])
+    pixels = [clip_pixels(processor, b.images) for b in pool]
+    optimizer, schedule = make_optimizer(model.parameters(), cfg, cfg["steps"])
+    batches = iter(BucketSampler([len(b.prompts) for b in pool], cfg["batch_size"], seed))
+    model.train()
+    for step in tqdm(range(cfg["steps"]), desc="clip"):
+        b, idx = next(batches)
+        text = tokenizer([pool[b].prompts[i] for i in idx], padding="max_length", truncation=True, return_tensors="pt")
+        out = model(input_ids=text.input_ids, pixel_values=pixels[b][idx], return_loss=True)
+        optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        optimizer.step()
+        schedule.step()
+        if step % 50 == 0 or step == cfg["steps"] - 1:
+            # in-batch retrieval accuracy: how often an image's own caption is its nearest text
+            accuracy = (out.logits_per_image.argmax(1) == torch.arange(len(idx))).float().mean().item()
+            log.write(step=step, loss=out.loss.item(), image_to_text_accuracy=accuracy)
+    return model.eval()
+
+
+def random_crop(images: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+    """One random size x size window of a batch. The VAE is convolutional (no attention), so it trains on crops
+    four times cheaper than whole images and still encodes any bucket."""
+    height, width = images.shape[-2:]
+    top = int(torch.randint(height - size + 1, (1,), generator=generator))
+    left = int(torch.randint(width - size + 1, (1,), generator=generator))
+    return images[..., top : top + size, left : left + size]
+
+
+def train_vae(pool, cfg: dict, log: MetricsLog, seed: int) -> AutoencoderKL:
+    torch.manual_seed(seed)
+    vae = make_vae(cfg)
+    optimizer, schedule = make_optimizer(vae.parameters(), cfg, cfg["steps"])
+    batches = iter(BucketSampler([len(b.prompts) for b in pool], cfg["batch_size"], seed))
+    generator = torch.Generator().manual_seed(seed)
+    vae.train()
+    for step in tqdm(range(cfg["steps"]), desc="vae"):
+        b, idx = next(batches)
+        x = random_crop(to_model_range(pool[b].images[idx]), cfg["crop_size"], generator)
+        posterior = vae.encode(x).latent_dist
+        reconstruction = vae.decode(posterior.sample()).sample
+        l1 = F.l1_loss(reconstruction, x)
+        mse = F.mse_loss(reconstruction, x)
+        kl = posterior.kl().mean()
+        loss = l1 + mse + cfg["kl_weight"] * kl
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        if step % 50 == 0 or step == cfg["steps"] - 1:
+            psnr = 10 * math.log10(4.0 / max(mse.item(), 1e-10))  # range [-1, 1] has peak-to-peak 2
+            log.write(step=step, loss=loss.item(), l1=l1.item(), kl=kl.item(), psnr=psnr)
+    return vae.eval()
+
+
+@torch.no_grad()
+def encode_pool(vae: AutoencoderKL, pool, batch_size: int = 256) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Raw posterior (mean, std) of every pooled image, per bucket."""
+    encoded = []
+    for bucket in tqdm(pool, desc="encoding"):
+        means, stds = [], []
+        for start in range(0, len(bucket.prompts), batch_size):
+            dist = vae.encode(to_model_range(bucket.images[start : start + batch_size])).latent_dist
+            means.append(dist.mean)
+            stds.append(dist.std)
+        encoded.append((torch.cat(means), torch.cat(stds)))
+    return encoded
+
+
+def measure_latent_scaling(encoded) -> tuple[float, float]:
+    """shift_factor = mean and scaling_factor = 1 / std of the latents, so the transformer sees unit variance."""
+    means = torch.cat([m.flatten() for m, _ in encoded])
+    return means.mean().item(), 1.0 / means.std().item()
+
+
+def train_teacher(pipe, pool, encoded, cfg: dict, log: MetricsLog, seed: int, snapshot_dir: Path | None):
+    """Rectified-flow training of `pipe.transformer`; returns the EMA weights' model. Snapshots EMA weights
+    every `snapshot_every` steps with the elapsed minutes (for the accuracy-vs-training-time curve)."""
+    torch.manual_seed(seed)
+    transformer = pipe.transformer
+    transformer.train()
+    vae = pipe.vae
+    scale, shift = vae.config.scaling_factor, vae.config.shift_factor
+    ema = EMAModel(transformer.parameters(), decay=cfg["ema_decay"], use_ema_warmup=True, power=0.75)
+    optimizer, schedule = make_optimizer(transformer.parameters(), cfg, cfg["steps"])
+    batches = iter(BucketSampler([len(b.prompts) for b in pool], cfg["batch_size"], seed))
+    generator = torch.Generator().manual_seed(seed)
+    started = time.time()
+    for step in tqdm(range(cfg["steps"]), desc="teacher"):
+        b, idx = next(batches)
+        mean, std = encoded[b]
+        x0 = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=generator) - shift) * scale
+        prompts = [pool[b].prompts[i] for i in idx]
+        drop = torch.rand(len(prompts), generator=generator) < cfg["text_dropout"]
+        prompts = ["" if d else p for p, d in zip(prompts, drop)]  # "" is what CFG's negative prompt encodes
+        prompt_embeds, pooled = encode_prompts(pipe, prompts, MAX_SEQUENCE_LENGTH)
+        t = sample_logit_normal(len(idx), cfg["logit_mean"], cfg["logit_std"], generator=generator)
+        noise = torch.randn(x0.shape, generator=generator)
+        velocity = transformer(
+            hidden_states=add_noise(x0, noise, t),
+            encoder_hidden_states=prompt_embeds,
+            pooled_projections=pooled,
+            timestep=to_model_timestep(t),
+            return_dict=False,
+        )[0]
+        loss = flow_matching_loss(velocity, x0, noise)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(transformer.parameters(), cfg["max_grad_norm"])
+        optimizer.step()
+        schedule.step()
+        ema.step(transformer.parameters())
+        if step % 50 == 0 or step == cfg["steps"] - 1:
+            log.write(step=step, loss=loss.item(), grad_norm=grad_norm.item(), lr=schedule.get_last_lr()[0],
+                      minutes=(time.time() - started) / 60)
+        if snapshot_dir and cfg["snapshot_every"] and (step + 1) % cfg["snapshot_every"] == 0:
+            ema_state = {n: p.detach().clone() for n, p in zip(
+                [n for n, _ in transformer.named_parameters()], ema.shadow_params)}
+            snapshot_dir.mkdir(parents=True, exist_ok=True)
+            name = f"step-{step + 1:06d}"
+            save_file(ema_state, str(snapshot_dir / f"{name}.safetensors"))
+            with (snapshot_dir / "snapshots.jsonl").open("a") as f:
+                f.write(json.dumps({"name": name, "step": step + 1, "minutes": (time.time() - started) / 60}) + "\n")
+    ema.copy_to(transformer.parameters())
+    return transformer.eval()
+
+
+def save_clip(clip: CLIPModel, tokenizer: CLIPTokenizer, image_size: int, out: Path) -> None:
+    clip.save_pretrained(out, safe_serialization=True)
+    CLIPProcessor(image_processor=clip_image_processor(image_size), tokenizer=tokenizer).save_pretrained(out)
+
+
+def num_params(module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def build(cfg: dict, out_dir: Path, work_dir: Path) -> dict:
+    timings: dict[str, float] = {}
+    report: dict = {"config": cfg, "minutes": timings}
+    seed = cfg["seed"]
+    stages = cfg["stages"]
+
+    start = time.time()
+    pool = render_pool(cfg["data"]["num_images"], seed, exclude=heldout_prompts())
+    timings["render"] = (time.time() - start) / 60
+
+    clip_dir = out_dir / "shapes-clip"
+    teacher_cfg = cfg["teacher"]
+    if "clip" in stages:
+        start = time.time()
+        tokenizer = build_tokenizer()
+        clip = train_clip(pool, tokenizer, cfg["clip"], MetricsLog(work_dir / "clip.csv"), seed)
+        save_clip(clip, tokenizer, cfg["clip"]["image_size"], clip_dir)
+        timings["clip"] = (time.time() - start) / 60
+    else:
+        tokenizer = CLIPTokenizer.from_pretrained(clip_dir)
+        clip = CLIPModel.from_pretrained(clip_dir).eval()
+
+    if "vae" in stages:
+        start = time.time()
+        vae = train_vae(pool, cfg["vae"], MetricsLog(work_dir / "vae.csv"), seed)
+        timings["vae"] = (time.time() - start) / 60
+    else:
+        vae = AutoencoderKL.from_pretrained(out_dir / cfg["vae_from"] / "vae").eval()
+
+    start = time.time()
+    encoded = encode_pool(vae, pool)
+    if "vae" in stages:
+        shift, scaling = measure_latent_scaling(encoded)
+        vae.register_to_config(shift_factor=shift, scaling_factor=scaling)
+    timings["encode"] = (time.time() - start) / 60
+    report["latent_scaling"] = {"shift_factor": vae.config.shift_factor, "scaling_factor": vae.config.scaling_factor}
+
+    if "teacher" in stages:
+        start = time.time()
+        torch.manual_seed(seed)
+        transformer = make_transformer(
+            teacher_cfg, vae.config.latent_channels, cfg["clip"]["text_width"], cfg["clip"]["embed_dim"]
+        )
+        pipe = assemble_pipeline(tokenizer, text_encoder_from_clip(clip), vae, transformer, teacher_scheduler())
+        train_teacher(pipe, pool, encoded, teacher_cfg, MetricsLog(work_dir / f"{teacher_cfg['name']}.csv"), seed,
+                      work_dir / f"{teacher_cfg['name']}-snapshots")
+        timings["teacher"] = (time.time() - start) / 60
+        save_pipeline(
+            pipe,
+            out_dir / teacher_cfg["name"],
+            num_inference_steps=teacher_cfg["sample_steps"],
+            guidance_scale=teacher_cfg["guidance_scale"],
+            height=64,
+            width=64,
+        )
+        report["parameters"] = {
+            "teacher": num_params(transformer),
+            "text_encoder": num_params(pipe.text_encoder),
+            "vae": num_params(vae),
+            "clip": num_params(clip),
+        }
+    timings["total"] = sum(timings.values())
+    return report
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="Build the shapes-world model zoo.")
+    parser.add_argument("--config", help="TOML config (default: configs/zoo.toml, or configs/zoo-smoke.toml)")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes and few steps: seconds, for tests")
+    parser.add_argument("--out", default=str(MODELS_DIR), help="where the model folders go (default: models/)")
+    parser.add_argument("--work", default=None, help="logs and snapshots (default: results/zoo-build)")
+    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. teacher.depth=2 teacher.name=x")
+    args = parser.parse_args(argv)
+    config_path = args.config or CONFIGS_DIR / ("zoo-smoke.toml" if args.smoke else "zoo.toml")
+    try:
+        cfg = load_config(config_path, args.overrides)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    out_dir = Path(args.out)
+    work_dir = Path(args.work) if args.work else RESULTS_DIR / "zoo-build"
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    report = build(cfg, out_dir, work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    name = cfg["teacher"]["name"] if "teacher" in cfg["stages"] else "zoo"
+    (work_dir / f"{name}-build.json").write_text(json.dumps(report, indent=2))
+    print(json.dumps(report["minutes"], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""The zoo: tokenizer on disk, and a smoke build (the real build's code at tiny sizes) giving loadable models."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from diffusers import StableDiffusion3Pipeline
+from transformers import AutoTokenizer, CLIPModel, CLIPProcessor, CLIPTokenizer
+
+from ladd.pipelines import load_pipeline
+from ladd.sampling import read_sampling_defaults
+from ladd.shapes.build import main as build_main
+from ladd.shapes.grammar import VOCABULARY
+from ladd.shapes.render import BUCKETS
+from ladd.shapes.zoo import build_tokenizer
+
+
+def test_tokenizer_is_word_level_and_loads_from_disk(tmp_path):
+    tokenizer = build_tokenizer()
+    tokenizer.save_pretrained(tmp_path)
+    for loaded in (CLIPTokenizer.from_pretrained(tmp_path), AutoTokenizer.from_pretrained(tmp_path)):
+        assert isinstance(loaded, CLIPTokenizer)
+        ids = loaded("two small red circles left of an orange cross")["input_ids"]
+        assert len(ids) == 2 + 9  # BOS, one token per word, EOS
+        assert all(len(loaded.tokenize(word)) == 1 for word in VOCABULARY)
+        # words outside the grammar degrade to characters instead of failing
+        assert len(loaded.tokenize("zebra")) > 1
+
+
+@pytest.fixture(scope="module")
+def smoke_zoo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("zoo")
+    work = tmp_path_factory.mktemp("work")
+    assert build_main(["--smoke", "--out", str(out), "--work", str(work)]) == 0
+    return out, work
+
+
+def test_smoke_build_gives_a_stock_sd3_pipeline_for_every_bucket(smoke_zoo):
+    out, _ = smoke_zoo
+    folder = out / "shapes-sd3"
+    pipe = StableDiffusion3Pipeline.from_pretrained(folder, text_encoder_3=None, tokenizer_3=None)
+    defaults = read_sampling_defaults(folder)
+    assert defaults["max_sequence_length"] == 0
+    for width, height in BUCKETS:
+        image = pipe(
+            "a red circle",
+            width=width,
+            height=height,
+            num_inference_steps=2,
+            guidance_scale=defaults["guidance_scale"],
+            max_sequence_length=defaults["max_sequence_length"],
+            generator=torch.Generator().manual_seed(0),
+        ).images[0]
+        assert image.size == (width, height)
+        assert np.asarray(image).std() > 0
+
+
+def test_smoke_build_measures_latent_scaling_and_logs(smoke_zoo):
+    out, work = smoke_zoo
+    pipe = load_pipeline(out / "shapes-sd3")
+    assert pipe.vae.config.scaling_factor != 1.0 and pipe.vae.config.shift_factor != 0.0
+    report = json.loads((work / "shapes-sd3-build.json").read_text())
+    assert set(report["minutes"]) >= {"render", "clip", "vae", "teacher", "total"}
+    for log in ("clip.csv", "vae.csv", "shapes-sd3.csv"):
+        assert (work / log).read_text().count("\n") >= 2
+    assert len((work / "shapes-sd3-snapshots" / "snapshots.jsonl").read_text().splitlines()) == 2
+
+
+def test_smoke_build_clip_loads_with_its_processor(smoke_zoo):
+    out, _ = smoke_zoo
+    model = CLIPModel.from_pretrained(out / "shapes-clip")
+    processor = CLIPProcessor.from_pretrained(out / "shapes-clip")
+    from PIL import Image
+
+    inputs = processor(text=["a red circle"], images=[Image.new("RGB", (96, 64))], return_tensors="pt", padding=True)
+    assert inputs["pixel_values"].shape[-2:] == (64, 64)  # squashed, not cropped
+    with torch.no_grad():
+        assert model(**inputs).logits_per_image.shape == (1, 1)
+
+
+def test_teacher_of_another_depth_reuses_clip_and_vae(smoke_zoo, tmp_path):
+    out, work = smoke_zoo
+    assert build_main(["--smoke", "--out", str(out), "--work", str(tmp_path), 'stages=["teacher"]',
+                       "teacher.depth=2", 'teacher.name="shapes-sd3-d2"']) == 0
+    deeper = load_pipeline(out / "shapes-sd3-d2")
+    assert deeper.transformer.config.num_layers == 2
+    original = load_pipeline(out / "shapes-sd3")
+    assert torch.equal(deeper.vae.encoder.conv_in.weight, original.vae.encoder.conv_in.weight)
+
+
+def test_bad_override_is_one_line_error(capsys):
+    assert build_main(["--smoke", "teacher.depthh=3"]) == 2
+    assert "unknown config key" in capsys.readouterr().err
