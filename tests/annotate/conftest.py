@@ -13,9 +13,11 @@ MODEL_NAMES = ("shapes-turbo", "shapes-sd3", "shapes-lcm")  # must never reach t
 @pytest.fixture
 def run_dirs(tmp_path):
     prompts = fake_prompts(8)
-    return [write_fake_run(tmp_path / "results" / "turbo1", "shapes-turbo", 1, prompts, samples=2, size=16),
+    return [write_fake_run(tmp_path / "results" / "turbo1", "shapes-turbo", 1, prompts, samples=2, size=16,
+                           sharpness=0.4),
             write_fake_run(tmp_path / "results" / "teacher50", "shapes-sd3", 50, prompts, samples=2, size=16),
-            write_fake_run(tmp_path / "results" / "lcm4", "shapes-lcm", 4, prompts, samples=2, size=16)]
+            write_fake_run(tmp_path / "results" / "lcm4", "shapes-lcm", 4, prompts, samples=2, size=16,
+                           sharpness=0.7)]
 
 
 @pytest.fixture
