@@ -1,0 +1,275 @@
+"""The generation phase of `bench.run`: plan every image, split the plan into batches, make what is missing.
+
+Reproducibility:
+- every image has its own seed, fixed by (--seed, suite, prompt id, sample index) (`bench.seeding.sample_seed`),
+  and its own CPU `torch.Generator`, so any two models see the same initial noise for it, on any device, at any
+  batch size and under any sharding;
+- diffusers' stochastic consistency scheduler (`FlowMatchEulerDiscreteScheduler(stochastic_sampling=True)`, the
+  LADD student's sampler) draws its renoise noise from the *global* torch RNG, which the pipeline does not let us
+  route to the per-image generators. We reseed the global RNG before every batch from that batch's image seeds,
+  so a stochastic sampler's images are fixed by the plan and the batch size (batches are cut from the full plan,
+  never from what is left to do, so a resumed or sharded run reproduces an uninterrupted one).
+
+Resuming: an image whose PNG exists is finished (writes are atomic). A batch with every image finished is
+skipped; a batch cut short by a kill is run again whole (same noise) and only its missing images are written.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image, ImageOps
+
+from bench.errors import BenchError
+from bench.masks import make_mask, mask_image, mask_policy_for
+from bench.runfolder import IMAGES_DIR, Journal, save_image
+from bench.seeding import sample_seed, stable_seed
+from bench.suites import EDITING, INPAINTING, SUITES, TEXT_TO_IMAGE
+
+SOURCES_DIR, MASKS_DIR = "sources", "masks"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Call arguments
+
+
+def call_parameters(pipe) -> dict[str, inspect.Parameter]:
+    return dict(inspect.signature(pipe.__call__).parameters)
+
+
+def resolve_call_kwargs(pipe, defaults: dict, steps: int | None = None, guidance: float | None = None) -> dict:
+    """The pipeline call arguments: the model's defaults, overridden by --steps / --guidance.
+
+    A folder's defaults may pin `sigmas` (the LADD student's [1, .75, .5, .25]). A different --steps on a
+    stochastic (consistency) scheduler switches to `ladd.sampling`'s sigmas for that many steps; on any other
+    scheduler the pinned sigmas are dropped and the scheduler spaces `num_inference_steps` itself.
+    """
+    kwargs = dict(defaults)
+    if guidance is not None:
+        kwargs["guidance_scale"] = float(guidance)
+    if steps is not None:
+        sigmas = kwargs.get("sigmas")
+        if sigmas is not None and len(sigmas) != steps:
+            if pipe.scheduler.config.get("stochastic_sampling"):
+                from ladd.sampling import scheduler_for_steps
+
+                try:
+                    pipe.scheduler, kwargs["sigmas"] = scheduler_for_steps(pipe.scheduler, steps)
+                except ValueError as error:
+                    raise BenchError(f"--steps {steps}: {error}") from None
+            else:
+                kwargs.pop("sigmas")
+        kwargs["num_inference_steps"] = int(steps)
+    accepted = call_parameters(pipe)
+    unknown = [k for k in kwargs if k not in accepted]
+    if unknown:
+        raise BenchError(f"{type(pipe).__name__} does not accept sampling default(s) {', '.join(unknown)}")
+    return kwargs
+
+
+def effective_steps(pipe, kwargs: dict) -> int:
+    if kwargs.get("sigmas") is not None:
+        return len(kwargs["sigmas"])
+    if "num_inference_steps" in kwargs:
+        return int(kwargs["num_inference_steps"])
+    return int(call_parameters(pipe)["num_inference_steps"].default)
+
+
+def effective_guidance(pipe, kwargs: dict) -> float:
+    if "guidance_scale" in kwargs:
+        return float(kwargs["guidance_scale"])
+    parameter = call_parameters(pipe).get("guidance_scale")
+    return float(parameter.default) if parameter is not None and parameter.default is not None else float("nan")
+
+
+def default_size(pipe, kwargs: dict) -> tuple[int, int]:
+    """(width, height) the pipeline generates at when a suite does not fix a size."""
+    if "width" in kwargs and "height" in kwargs:
+        return int(kwargs["width"]), int(kwargs["height"])
+    scale = getattr(pipe, "vae_scale_factor", 8)
+    sample = getattr(pipe, "default_sample_size", None)
+    if sample is None:
+        denoiser = getattr(pipe, "transformer", None) or getattr(pipe, "unet", None)
+        sample = getattr(getattr(denoiser, "config", None), "sample_size", None)
+    if sample is None:
+        raise BenchError(f"cannot tell {type(pipe).__name__}'s default image size; set width and height in the "
+                         f"model's sampling_defaults.json")
+    side = int(sample) * int(scale)
+    return int(kwargs.get("width", side)), int(kwargs.get("height", side))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The plan: one row per image
+
+
+def plan_images(suites: list[pd.DataFrame], *, samples_per_prompt: int, seed: int, size: tuple[int, int],
+                model: str, steps: int, guidance: float, mask_policy: str = "mixed") -> pd.DataFrame:
+    """Every image of the run, in a fixed order, with its seed, size and paths (relative to the run folder)."""
+    rows = []
+    for frame in suites:
+        for record in frame.to_dict("records"):
+            suite, prompt_id = record["suite"], str(record["prompt_id"])
+            task = SUITES[suite].task
+            width, height = int(record["width"]) or size[0], int(record["height"]) or size[1]
+            for k in range(samples_per_prompt):
+                image_seed = sample_seed(seed, suite, prompt_id, k)
+                row = {**record, "prompt_id": prompt_id, "sample_index": k, "seed": image_seed, "model": model,
+                       "steps": steps, "guidance": guidance, "width": width, "height": height,
+                       "path": f"{IMAGES_DIR}/{suite}/{prompt_id}_{k}.png", "task": task}
+                if task != TEXT_TO_IMAGE:
+                    row["source_file"] = row.pop("source_path")
+                    row["source_path"] = f"{SOURCES_DIR}/{suite}/{prompt_id}_{width}x{height}.png"
+                if task == INPAINTING:
+                    row["mask_policy"] = mask_policy_for(prompt_id, image_seed, mask_policy)
+                    row["mask_path"] = f"{MASKS_DIR}/{suite}/{prompt_id}_{k}.png"
+                    row["target_prompt"] = record["prompt"]
+                rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def make_batches(plan: pd.DataFrame, batch_size: int) -> list[pd.DataFrame]:
+    """Consecutive chunks of the plan, one task and image size per batch, in plan order."""
+    batches = []
+    groups = plan.groupby(["task", "width", "height"], sort=False)
+    for _, group in groups:
+        batches += [group.iloc[start : start + batch_size] for start in range(0, len(group), batch_size)]
+    return batches
+
+
+def shard_batches(batches: list[pd.DataFrame], rank: int, world: int) -> list[pd.DataFrame]:
+    """Round-robin by batch, so every process gets whole batches and similar amounts of each size."""
+    return batches[rank::world]
+
+
+def missing_mask(batch: pd.DataFrame, run_dir: Path) -> np.ndarray:
+    return np.array([not (run_dir / p).is_file() for p in batch["path"]], dtype=bool)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Sources and masks for editing / inpainting
+
+
+def prepare_source(row: dict, run_dir: Path) -> Image.Image:
+    """The input image, centre-cropped and resized to the generation size, kept in the run folder."""
+    path = run_dir / row["source_path"]
+    if path.is_file():
+        return Image.open(path).convert("RGB")
+    with Image.open(row["source_file"]) as original:
+        image = ImageOps.fit(original.convert("RGB"), (int(row["width"]), int(row["height"])), Image.LANCZOS)
+    save_image(image, path)
+    return image
+
+
+def prepare_mask(row: dict, run_dir: Path, policy: str) -> Image.Image:
+    mask, drawn = make_mask(str(row["prompt_id"]), int(row["seed"]), int(row["width"]), int(row["height"]), policy)
+    assert drawn == row["mask_policy"], "mask policy changed between planning and drawing"
+    image = mask_image(mask)
+    save_image(image, run_dir / row["mask_path"])
+    return image
+
+
+def task_pipeline(pipe, task: str):
+    """The pipeline for a task: an inpainting / image-to-image variant of a text-to-image model when needed."""
+    accepted = call_parameters(pipe)
+    if task == INPAINTING and "mask_image" not in accepted:
+        from diffusers import AutoPipelineForInpainting
+
+        return AutoPipelineForInpainting.from_pipe(pipe)
+    if task == EDITING and "image" not in accepted:
+        from diffusers import AutoPipelineForImage2Image
+
+        return AutoPipelineForImage2Image.from_pipe(pipe)
+    return pipe
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Running
+
+
+def run_batch(pipe, batch: pd.DataFrame, call_kwargs: dict, run_dir: Path, mask_policy: str) -> list[Image.Image]:
+    """One pipeline call for one batch; returns its images in batch order."""
+    rows = batch.to_dict("records")
+    task, width, height = rows[0]["task"], int(rows[0]["width"]), int(rows[0]["height"])
+    seeds = [int(r["seed"]) for r in rows]
+    kwargs = dict(call_kwargs, prompt=[r["prompt"] for r in rows], width=width, height=height, output_type="pil",
+                  # CPU generators: the same initial noise on every device
+                  generator=[torch.Generator("cpu").manual_seed(s) for s in seeds])
+    if task == INPAINTING:
+        kwargs.update(image=[prepare_source(r, run_dir) for r in rows],
+                      mask_image=[prepare_mask(r, run_dir, mask_policy) for r in rows],
+                      strength=1.0)  # the masked region starts from pure noise
+    elif task == EDITING:
+        kwargs["image"] = [prepare_source(r, run_dir) for r in rows]
+    # Stochastic schedulers draw renoise noise from the global RNG (see the module docstring).
+    torch.manual_seed(stable_seed("renoise", *seeds))
+    images = pipe(**kwargs).images
+    if len(images) != len(rows):
+        raise RuntimeError(f"{type(pipe).__name__} returned {len(images)} images for a batch of {len(rows)}")
+    return images
+
+
+MANIFEST_FIELDS_DROPPED = ("task", "source_file")
+
+
+def manifest_row(row: dict, image: Image.Image, seconds: float) -> dict:
+    record = {k: v for k, v in row.items() if k not in MANIFEST_FIELDS_DROPPED}
+    record["width"], record["height"] = image.size  # what was actually made
+    record["seconds_per_batch"] = seconds
+    return record
+
+
+def quiet_library_warnings() -> None:
+    """diffusers/transformers warn once per batch when a prompt exceeds the text encoder's length (DrawBench and
+    Parti have such prompts; they are truncated, as in every CLIP-conditioned model). One line per batch would
+    bury the progress bar, so generation logs errors only; docs/bench.md states the truncation."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.set_verbosity_error()
+
+
+def generate(pipe, batches: list[pd.DataFrame], run_dir: str | Path, call_kwargs: dict, journal: Journal,
+             mask_policy: str = "mixed", progress: bool = True) -> int:
+    """Make every missing image of `batches`; returns how many were written."""
+    from tqdm.auto import tqdm
+
+    run_dir = Path(run_dir)
+    quiet_library_warnings()
+    todo = [(batch, missing_mask(batch, run_dir)) for batch in batches]
+    todo = [(batch, missing) for batch, missing in todo if missing.any()]
+    pipelines = {}
+    written = 0
+    with tqdm(total=int(sum(m.sum() for _, m in todo)), unit="img", disable=not progress,
+              desc="generating") as bar:
+        for batch, missing in todo:
+            task = batch["task"].iloc[0]
+            if task not in pipelines:
+                pipelines[task] = task_pipeline(pipe, task)
+            start = time.perf_counter()
+            images = run_batch(pipelines[task], batch, call_kwargs, run_dir, mask_policy)
+            seconds = time.perf_counter() - start
+            rows = []
+            for row, image, needed in zip(batch.to_dict("records"), images, missing):
+                if needed:
+                    save_image(image, run_dir / row["path"])
+                    rows.append(manifest_row(row, image, seconds))
+            journal.append(rows)
+            written += len(rows)
+            bar.update(len(rows))
+    return written
+
+
+def recovered_rows(plan: pd.DataFrame, run_dir: str | Path) -> pd.DataFrame:
+    """Manifest rows rebuilt from the plan for images on disk (used only where no journal row survived a kill;
+    their `seconds_per_batch` is unknown)."""
+    run_dir = Path(run_dir)
+    done = plan[[(run_dir / p).is_file() for p in plan["path"]]]
+    frame = done.drop(columns=[c for c in MANIFEST_FIELDS_DROPPED if c in done.columns]).copy()
+    frame["seconds_per_batch"] = float("nan")
+    return frame

@@ -1,0 +1,276 @@
+"""`python -m bench.run`: generate a benchmark run (images, manifest, config) and score it.
+
+With no arguments it benchmarks the embedded default (models/shapes-turbo if present, else models/shapes-sd3) on
+the shapes suite and prints accuracy, CLIP score and Fréchet distance in CLIP space. Runs resume: rerunning a
+command skips finished images. `accelerate launch -m bench.run ...` splits the batches over processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+from pathlib import Path
+
+from bench.errors import BenchError, run_cli
+from bench.masks import POLICY_CHOICES
+from bench.runfolder import CONFIG, MANIFEST, read_json, write_json
+from bench.suites import SUITES
+
+PROG = "python -m bench.run"
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors are a single line (`prog: error: ...`, exit code 2) instead of usage + error."""
+
+    def error(self, message: str):
+        raise BenchError(f"{message} (see --help)")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}")
+    return value
+
+
+def _tag(text: str) -> tuple[str, object]:
+    from ladd.config import parse_value
+
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key.strip(), parse_value(value.strip())
+
+
+def build_parser() -> OneLineParser:
+    suites = ", ".join(SUITES)
+    parser = OneLineParser(
+        prog=PROG,
+        description="Generate and score a benchmark run. Without arguments: the embedded shapes model on the "
+                    "shapes suite.",
+        epilog="sd3-turbo is Stability's public SD3.5 Large Turbo; the LADD paper's own SD3-Turbo weights were "
+               "never released. See docs/bench.md.",
+    )
+    parser.add_argument("--model", help="registry name (--list-models), local pipeline folder or LADD checkpoint "
+                                        "folder (default: shapes-turbo if built, else shapes-sd3)")
+    parser.add_argument("--suite", help=f"comma-separated suites: {suites} (default: shapes; custom with --prompts)")
+    parser.add_argument("--samples-per-prompt", type=_positive_int, default=1, metavar="K")
+    parser.add_argument("--steps", type=_positive_int, help="sampling steps (default: the model's)")
+    parser.add_argument("--guidance", type=_non_negative_float, help="text guidance scale (default: the model's)")
+    parser.add_argument("--seed", type=_non_negative_int, default=0, help="base seed of every image seed (default 0)")
+    parser.add_argument("--batch-size", type=_positive_int, help="images per pipeline call (default: the model's)")
+    parser.add_argument("--out", help="run folder (default: results/<model>-<suites>[-<overrides>])")
+    parser.add_argument("--limit", type=_positive_int, metavar="N", help="only the first N prompts of each suite")
+    parser.add_argument("--prompts", metavar="FILE", help="custom suite: text file (one prompt a line) or CSV with "
+                                                           "a 'prompt' column")
+    parser.add_argument("--data-dir", metavar="DIR", help="dataset folder for pie-bench / coco-inpaint (default: data/)")
+    parser.add_argument("--mask-policy", choices=POLICY_CHOICES, default="mixed",
+                        help="inpainting masks (default: mixed, one policy per image and seed)")
+    parser.add_argument("--clip", metavar="PATH", help="CLIP for CLIP metrics: Hugging Face CLIP folder or open_clip "
+                                                        "ViT-g-14 weights file (default: ViT-g-14 laion2b_s34b_b88k "
+                                                        "from the HF cache; shapes suite: models/shapes-clip)")
+    parser.add_argument("--no-score", action="store_true", help="generate only; score later with bench.score")
+    parser.add_argument("--tag", type=_tag, action="append", default=[], metavar="KEY=VALUE",
+                        help="free-form tag recorded in config.json (repeatable), e.g. --tag student_depth=4")
+    parser.add_argument("--list-models", action="store_true", help="list registry models and exit")
+    return parser
+
+
+def resolve_suites(args) -> list[str]:
+    from bench.suites import parse_suites
+
+    if args.suite is None:
+        return ["custom"] if args.prompts else ["shapes"]
+    suites = parse_suites(args.suite)
+    if args.prompts and "custom" not in suites:
+        suites.append("custom")
+    return suites
+
+
+def folder_fingerprint(folder: str | Path) -> str:
+    """A cheap content fingerprint of a model folder: names, sizes and the first/last MiB of every file.
+
+    Stops a rerun into an old run folder from mixing images of a retrained model with the old ones.
+    """
+    digest = hashlib.sha256()
+    folder = Path(folder)
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        size = path.stat().st_size
+        digest.update(f"{path.relative_to(folder)}\0{size}\0".encode())
+        with open(path, "rb") as handle:
+            digest.update(handle.read(1 << 20))
+            if size > 2 << 20:
+                handle.seek(-(1 << 20), 2)
+                digest.update(handle.read())
+    return digest.hexdigest()[:16]
+
+
+def run_identity(spec, args, batch_size: int) -> dict:
+    """The settings that decide every image; a run folder only resumes under the same identity."""
+    return {
+        "model_source": spec.source,
+        "model_fingerprint": folder_fingerprint(spec.source) if spec.kind != "hub" else None,
+        "defaults": spec.defaults,
+        "steps": args.steps,
+        "guidance": args.guidance,
+        "seed": args.seed,
+        "batch_size": batch_size,  # a stochastic sampler's renoise noise is drawn per batch
+        "mask_policy": args.mask_policy,
+    }
+
+
+def check_resumable(out: Path, identity: dict) -> None:
+    previous = read_json(out / CONFIG).get("identity")
+    if previous is None:
+        return
+    changed = [key for key in identity if previous.get(key) != identity[key]]
+    if changed:
+        raise BenchError(f"{out} holds a run made with different settings ({', '.join(changed)} differ); pass "
+                         f"a new --out, or the original settings to resume it")
+
+
+def default_out(spec, suites: list[str], args) -> Path:
+    from ladd.paths import RESULTS_DIR
+
+    label = spec.name if spec.kind == "hub" or spec.name in ("shapes-turbo", "shapes-sd3") else Path(spec.source).name
+    parts = [label, "+".join(suites)]
+    if args.steps is not None:
+        parts.append(f"{args.steps}step")
+    if args.guidance is not None:
+        parts.append(f"g{args.guidance:g}")
+    if args.seed:
+        parts.append(f"seed{args.seed}")
+    return RESULTS_DIR / "-".join(parts)
+
+
+def environment() -> dict:
+    import diffusers
+    import torch
+    import transformers
+
+    return {"python": sys.version.split()[0], "torch": torch.__version__, "diffusers": diffusers.__version__,
+            "transformers": transformers.__version__}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from bench.registry import default_model, list_models, resolve_model
+
+    if args.list_models:
+        print(list_models())
+        return 0
+
+    # Everything that can fail on user input is checked before the run folder is touched.
+    from bench.score import check_scoring
+    from bench.suites import load_suite
+
+    spec = resolve_model(args.model or default_model())
+    suites = resolve_suites(args)
+    frames = [load_suite(s, prompts_file=args.prompts, data_dir=args.data_dir, limit=args.limit) for s in suites]
+    if not args.no_score:
+        check_scoring(suites, args.clip)
+    from bench.registry import check_available
+
+    check_available(spec)
+    batch_size = args.batch_size or spec.batch_size
+    out = Path(args.out) if args.out else default_out(spec, suites, args)
+    if out.exists() and not out.is_dir():
+        raise BenchError(f"--out {out} exists and is not a folder")
+    identity = run_identity(spec, args, batch_size)
+    check_resumable(out, identity)
+
+    from accelerate import PartialState
+
+    state = PartialState()
+    from bench.generate import (default_size, effective_guidance, effective_steps, generate, make_batches,
+                                plan_images, recovered_rows, resolve_call_kwargs, shard_batches)
+    from bench.registry import checkpoint_info, load_model
+    from bench.runfolder import Journal, merge_manifest, remove_temporaries
+
+    pipe = load_model(spec, state.device)
+    call_kwargs = resolve_call_kwargs(pipe, spec.defaults, args.steps, args.guidance)
+    steps, guidance = effective_steps(pipe, call_kwargs), effective_guidance(pipe, call_kwargs)
+    size = default_size(pipe, call_kwargs)
+    plan = plan_images(frames, samples_per_prompt=args.samples_per_prompt, seed=args.seed, size=size,
+                       model=spec.name, steps=steps, guidance=guidance, mask_policy=args.mask_policy)
+    batches = make_batches(plan, batch_size)
+
+    if state.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        remove_temporaries(out)  # before any process starts writing
+        previous = read_json(out / CONFIG)
+        write_json(out / CONFIG, {
+            "model": spec.name,
+            "model_kind": spec.kind,
+            "model_source": spec.source,
+            "suite": list(dict.fromkeys(previous.get("suite", []) + suites)),
+            "samples_per_prompt": args.samples_per_prompt,
+            "steps": steps,
+            "guidance": guidance,
+            "seed": args.seed,
+            "batch_size": batch_size,
+            "limit": args.limit,
+            "prompts": str(Path(args.prompts).resolve()) if args.prompts else None,
+            "data_dir": str(Path(args.data_dir).resolve()) if args.data_dir else None,
+            "mask_policy": args.mask_policy,
+            "clip": args.clip,
+            "default_size": list(size),
+            "call_kwargs": call_kwargs,
+            "pipeline": type(pipe).__name__,
+            "scheduler": {"class": type(pipe.scheduler).__name__, **dict(pipe.scheduler.config)},
+            "tags": {**previous.get("tags", {}), **checkpoint_info(spec).get("tags", {}), **dict(args.tag)},
+            "checkpoint": checkpoint_info(spec) or None,
+            "identity": identity,
+            "num_processes": state.num_processes,
+            "environment": environment(),
+            "command": [PROG, *(sys.argv[1:] if argv is None else argv)],
+        })
+    state.wait_for_everyone()
+
+    mine = shard_batches(batches, state.process_index, state.num_processes)
+    journal = Journal(out, state.process_index)
+    written = generate(pipe, mine, out, call_kwargs, journal, args.mask_policy, progress=state.is_main_process)
+    state.wait_for_everyone()
+    if not state.is_main_process:
+        return 0
+
+    manifest = merge_manifest(out, recovered_rows(plan, out))
+    print(f"{out}: {len(manifest)} images in {MANIFEST} ({written} new on this process)")
+    if args.no_score:
+        return 0
+    import torch
+
+    from bench.score import Scorers, format_scores, score_run
+
+    scores = score_run(out, Scorers(clip=args.clip, device="cuda" if torch.cuda.is_available() else "cpu"), suites)
+    print()
+    print(format_scores(scores, suites))
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main, PROG)

@@ -1,0 +1,172 @@
+"""The run folder `results/RUN/` (docs/architecture.md): atomic file writes, the per-process journal, the manifest.
+
+Crash safety rests on two rules:
+
+1. Every file is written to a temporary name in the same folder and `os.replace`d into place, so a file that
+   exists under its final name is complete (a SIGKILL leaves at most a `.*.tmp` file, removed on the next run).
+   No fsync: the goal is surviving a killed process, not a power cut, and fsync per image would cost more than
+   the 5% overhead budget on small models.
+2. After each batch's images are in place, each process appends that batch's rows as JSON lines to its own
+   journal under `manifest.parts/`. `merge_manifest` folds the journals into `manifest.parquet`, one row per
+   (suite, prompt_id, sample_index) whose image exists, then deletes the journals it folded in.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+
+import pandas as pd
+
+MANIFEST = "manifest.parquet"
+CONFIG = "config.json"
+SCORES = "scores.json"
+PARTS_DIR = "manifest.parts"
+IMAGES_DIR = "images"
+TMP_SUFFIX = ".tmp"
+
+KEY = ["suite", "prompt_id", "sample_index"]
+# docs/architecture.md's columns, in its order; editing/inpainting rows add more after these.
+MANIFEST_COLUMNS = ["suite", "prompt_id", "prompt", "category", "challenge", "sample_index", "seed", "model",
+                    "steps", "guidance", "width", "height", "path", "seconds_per_batch"]
+
+
+def _temporary(path: Path) -> Path:
+    # Hidden, unique per process and call: concurrent shards never share a temporary file.
+    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}{TMP_SUFFIX}")
+
+
+def atomic_write(path: str | Path, write) -> None:
+    """Call `write(temporary_path)`, then move the result over `path` in one step."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temporary(path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def save_image(image, path: str | Path) -> None:
+    atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
+
+
+def write_json(path: str | Path, data: dict) -> None:
+    text = json.dumps(data, indent=2, sort_keys=False, default=str) + "\n"
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def read_json(path: str | Path) -> dict:
+    path = Path(path)
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def remove_temporaries(run_dir: str | Path) -> int:
+    """Delete leftovers of killed writes. Call only while no other process writes into the folder."""
+    count = 0
+    for tmp in Path(run_dir).rglob(f".*{TMP_SUFFIX}"):
+        tmp.unlink(missing_ok=True)
+        count += 1
+    return count
+
+
+class Journal:
+    """Append-only JSON-lines record of finished images, one file per process and run."""
+
+    def __init__(self, run_dir: str | Path, rank: int = 0):
+        folder = Path(run_dir) / PARTS_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / f"rank{rank:03d}-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
+
+    def append(self, rows: list[dict]) -> None:
+        # One write per batch; a kill mid-write leaves at most one unparseable last line, skipped on reading.
+        text = "".join(json.dumps(row, default=_json_default) + "\n" for row in rows)
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+
+
+def _json_default(value):
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    return str(value)
+
+
+def journal_files(run_dir: str | Path) -> list[Path]:
+    return sorted((Path(run_dir) / PARTS_DIR).glob("*.jsonl"))
+
+
+def read_journal_rows(files: list[Path]) -> list[dict]:
+    rows = []
+    for file in files:
+        for line in file.read_text(encoding="utf-8").splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # the torn last line of a killed process; its image is recovered from the plan
+    return rows
+
+
+def read_manifest(run_dir: str | Path) -> pd.DataFrame:
+    path = Path(run_dir) / MANIFEST
+    if not path.is_file():
+        return pd.DataFrame(columns=MANIFEST_COLUMNS)
+    frame = pd.read_parquet(path)
+    frame["prompt_id"] = frame["prompt_id"].astype(str)
+    return frame
+
+
+def _order_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    for column in MANIFEST_COLUMNS:
+        if column not in frame:
+            frame[column] = pd.NA
+    extra = [c for c in frame.columns if c not in MANIFEST_COLUMNS]
+    return frame[MANIFEST_COLUMNS + extra]
+
+
+def _normalise_types(frame: pd.DataFrame) -> pd.DataFrame:
+    frame = frame.copy()
+    for column in ("suite", "prompt_id", "prompt", "category", "challenge", "model", "path"):
+        frame[column] = frame[column].fillna("").astype(str)
+    for column in ("sample_index", "seed", "steps", "width", "height"):
+        frame[column] = frame[column].astype("int64")
+    for column in ("guidance", "seconds_per_batch"):
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
+    for column in frame.columns[len(MANIFEST_COLUMNS):]:
+        values = frame[column].dropna()
+        if len(values) and values.map(lambda v: isinstance(v, str)).all():
+            frame[column] = frame[column].fillna("")  # text columns of other suites: "" as in category/challenge
+    return frame
+
+
+def merge_manifest(run_dir: str | Path, recovered: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Fold journals (and `recovered` rows for images that exist but whose journal line was lost) into
+    manifest.parquet: exactly one row per image file that exists. Call from one process only."""
+    run_dir = Path(run_dir)
+    files = journal_files(run_dir)
+    parts = [read_manifest(run_dir)]
+    if recovered is not None and len(recovered):
+        parts.insert(0, recovered)  # lowest priority: a journal row carries the measured seconds_per_batch
+    journal = read_journal_rows(files)
+    if journal:
+        parts.append(pd.DataFrame(journal))
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        return pd.DataFrame(columns=MANIFEST_COLUMNS)
+    frame = pd.concat(parts, ignore_index=True)
+    frame["prompt_id"] = frame["prompt_id"].astype(str)
+    frame["sample_index"] = frame["sample_index"].astype("int64")
+    frame = frame.drop_duplicates(KEY, keep="last")
+    frame = frame[[(run_dir / p).is_file() for p in frame["path"]]]
+    frame = _normalise_types(_order_columns(frame)).sort_values(KEY).reset_index(drop=True)
+    atomic_write(run_dir / MANIFEST, lambda tmp: frame.to_parquet(tmp, index=False))
+    for file in files:  # folded in: a kill before this point only leaves duplicates, dropped next time
+        file.unlink(missing_ok=True)
+    parts_dir = run_dir / PARTS_DIR
+    if parts_dir.is_dir() and not any(parts_dir.iterdir()):
+        parts_dir.rmdir()
+    return frame

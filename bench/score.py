@@ -1,0 +1,282 @@
+"""`python -m bench.score RUN`: score a run folder into `RUN/scores.json` and print a per-category table.
+
+Which metrics a suite gets follows its task:
+
+| task | suites | metrics (overall; per category where it makes sense) |
+|---|---|---|
+| text-to-image | drawbench, parti128, parti, custom | `clip_score` |
+| text-to-image, shapes world | shapes | `accuracy`, `clip_score` (shapes CLIP), `fd_clip` vs ground-truth renders (overall only) |
+| editing | pie-bench | `clip_image_similarity`, `clip_direction_similarity` (per edit type) |
+| inpainting | coco-inpaint | `fid`, `lpips` vs the original images (`per_category` = per mask policy, LPIPS only) |
+
+CLIP metrics use the paper's open_clip ViT-g-14 unless `--clip` names another (config.json remembers the run's
+choice); the shapes suite uses the shapes world's CLIP (`models/shapes-clip/`). Per-image values go to
+`RUN/scores_per_image.parquet` for confidence intervals downstream.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from PIL import Image
+
+from bench.backbones import CLIPBackbone, CLIPChoice, alexnet_weights, inception_weights, shapes_clip
+from bench.errors import BenchError, run_cli
+from bench.runfolder import CONFIG, KEY, MANIFEST, SCORES, atomic_write, read_json, read_manifest, write_json
+from bench.suites import EDITING, INPAINTING, SUITES, TEXT_TO_IMAGE
+
+PER_IMAGE = "scores_per_image.parquet"
+CHUNK = 64  # images held in memory at once (a full Parti run at 1024 px would not fit)
+
+
+def clip_choice(suite: str, override: str | None) -> CLIPChoice:
+    if override:
+        return CLIPChoice(override)
+    return shapes_clip() if suite == "shapes" else CLIPChoice(None)
+
+
+def suite_task(suite: str) -> str:
+    return SUITES[suite].task if suite in SUITES else TEXT_TO_IMAGE
+
+
+def check_scoring(suites: list[str], clip: str | None = None) -> None:
+    """Fail early (before generating anything) if a metric's backbone or code is missing."""
+    for suite in suites:
+        task = suite_task(suite)
+        if task in (TEXT_TO_IMAGE, EDITING):
+            clip_choice(suite, clip).check()
+        if suite == "shapes":
+            try:
+                import ladd.shapes.evaluate  # noqa: F401
+                import ladd.shapes.render  # noqa: F401
+            except ImportError as error:
+                raise BenchError(f"the shapes suite needs ladd.shapes.evaluate and ladd.shapes.render ({error})")
+        if task == INPAINTING:
+            inception_weights()
+            alexnet_weights()
+
+
+@dataclass
+class Scorers:
+    """The backbones behind the metrics; tests inject toy ones, `None` means the standard one from disk."""
+
+    clip: str | None = None  # --clip override
+    clip_backbones: dict[str, CLIPBackbone] = field(default_factory=dict)  # suite → backbone, filled lazily
+    fid_feature: object | None = None
+    lpips_net: Callable | None = None
+    evaluator: Callable | None = None
+    render: Callable | None = None  # (prompt, seed, width, height) → PIL image, the shapes ground truth
+    device: str = "cpu"
+    labels: dict[str, str] = field(default_factory=dict)
+
+    def clip_for(self, suite: str) -> CLIPBackbone:
+        if suite not in self.clip_backbones:
+            choice = clip_choice(suite, self.clip)
+            self.clip_backbones[suite] = choice.load(self.device)
+            self.labels[suite] = choice.label
+        return self.clip_backbones[suite]
+
+    def clip_label(self, suite: str) -> str:
+        return self.labels.get(suite) or getattr(self.clip_backbones.get(suite), "name", "")
+
+    def shapes_render(self):
+        if self.render is None:
+            from ladd.shapes.render import render_prompt
+
+            self.render = render_prompt
+        return self.render
+
+
+def chunks(frame: pd.DataFrame, size: int = CHUNK) -> Iterator[pd.DataFrame]:
+    for start in range(0, len(frame), size):
+        yield frame.iloc[start : start + size]
+
+
+def load_images(run_dir: Path, paths) -> list[Image.Image]:
+    images = []
+    for path in paths:
+        with Image.open(run_dir / path) as image:
+            images.append(image.convert("RGB"))
+    return images
+
+
+def _value(metric) -> float | None:
+    try:
+        value = float(metric.compute())
+    except RuntimeError:  # e.g. Fréchet distance with fewer than two images per set
+        return None
+    return value if math.isfinite(value) else None
+
+
+def score_text_to_image(rows: pd.DataFrame, run_dir: Path, suite: str, scorers: Scorers):
+    from bench.metrics import CLIPScore, FrechetCLIPDistance, ShapesAccuracy
+
+    clip = scorers.clip_for(suite)
+    clip_score = CLIPScore(clip)
+    shapes = suite == "shapes"
+    if shapes:
+        accuracy = ShapesAccuracy(scorers.evaluator)
+        frechet = FrechetCLIPDistance(clip)
+        render = scorers.shapes_render()
+    for chunk in chunks(rows):
+        images = load_images(run_dir, chunk["path"])
+        prompts = list(chunk["prompt"])
+        clip_score.update(images, prompts)
+        if shapes:
+            accuracy.update(images, prompts)
+            # Ground truth: each held-out prompt rendered with the image's own seed and size.
+            for _, group in chunk.groupby(["width", "height"], sort=False):
+                positions = [chunk.index.get_loc(i) for i in group.index]
+                frechet.update_pil([images[p] for p in positions], real=False)
+                frechet.update_pil([render(r.prompt, int(r.seed), int(r.width), int(r.height))
+                                    for r in group.itertuples()], real=True)
+    per_image = pd.DataFrame({"clip_score": clip_score.sample_scores().numpy()}, index=rows.index)
+    summary = {"clip_score": _value(clip_score)}
+    if shapes:
+        per_image["correct"] = accuracy.sample_scores().numpy()
+        per_image["check_score"] = accuracy.check_scores().numpy()
+        summary = {"accuracy": _value(accuracy), **summary, "fd_clip": _value(frechet),
+                   "check_score": float(per_image["check_score"].mean())}
+    summary["clip_backbone"] = scorers.clip_label(suite)
+    return summary, per_image, "category"
+
+
+def score_editing(rows: pd.DataFrame, run_dir: Path, suite: str, scorers: Scorers):
+    from bench.metrics import CLIPDirectionSimilarity, CLIPImageSimilarity
+
+    clip = scorers.clip_for(suite)
+    similarity, direction = CLIPImageSimilarity(clip), CLIPDirectionSimilarity(clip)
+    for chunk in chunks(rows):
+        edited, sources = load_images(run_dir, chunk["path"]), load_images(run_dir, chunk["source_path"])
+        similarity.update(sources, edited)
+        direction.update(sources, edited, list(chunk["source_prompt"]), list(chunk["target_prompt"]))
+    per_image = pd.DataFrame({"clip_image_similarity": similarity.sample_scores().numpy(),
+                              "clip_direction_similarity": direction.sample_scores().numpy()}, index=rows.index)
+    summary = {"clip_image_similarity": _value(similarity), "clip_direction_similarity": _value(direction),
+               "clip_backbone": scorers.clip_label(suite)}
+    return summary, per_image, "category"
+
+
+def score_inpainting(rows: pd.DataFrame, run_dir: Path, suite: str, scorers: Scorers):
+    from bench.backbones import pil_to_uint8
+    from bench.metrics import LPIPS, fid
+
+    frechet = fid(scorers.fid_feature)
+    lpips = LPIPS(scorers.lpips_net)
+    for chunk in chunks(rows):
+        outputs, originals = load_images(run_dir, chunk["path"]), load_images(run_dir, chunk["source_path"])
+        originals = [o if o.size == g.size else o.resize(g.size, Image.LANCZOS) for o, g in zip(originals, outputs)]
+        lpips.update(outputs, originals)
+        for _, group in chunk.groupby(["width", "height"], sort=False):
+            positions = [chunk.index.get_loc(i) for i in group.index]
+            frechet.update(pil_to_uint8([outputs[p] for p in positions]), real=False)
+            frechet.update(pil_to_uint8([originals[p] for p in positions]), real=True)
+    per_image = pd.DataFrame({"lpips": lpips.sample_scores().numpy()}, index=rows.index)
+    return {"fid": _value(frechet), "lpips": _value(lpips)}, per_image, "mask_policy"
+
+
+SCORERS = {TEXT_TO_IMAGE: score_text_to_image, EDITING: score_editing, INPAINTING: score_inpainting}
+
+
+def per_category(rows: pd.DataFrame, per_image: pd.DataFrame, column: str) -> dict:
+    if column not in rows or (rows[column].fillna("") == "").all():
+        return {}
+    table = per_image.join(rows[[column]]).groupby(column, sort=True)
+    means = table.mean(numeric_only=True)
+    counts = table.size()
+    out = {}
+    for category, values in means.iterrows():
+        out[str(category)] = {"n_images": int(counts[category]),
+                              **{k: (float(v) if pd.notna(v) else None) for k, v in values.items()}}
+    return out
+
+
+def score_run(run_dir: str | Path, scorers: Scorers | None = None, suites: list[str] | None = None) -> dict:
+    """Score every suite of a run folder; writes scores.json (merged with scores of other suites) and the
+    per-image table, and returns the scores."""
+    run_dir = Path(run_dir)
+    if not (run_dir / MANIFEST).is_file():
+        raise BenchError(f"{run_dir} is not a run folder (no {MANIFEST}); make one with `python -m bench.run`")
+    scorers = scorers or Scorers()
+    manifest = read_manifest(run_dir)
+    suites = suites or list(dict.fromkeys(manifest["suite"]))
+    scores = read_json(run_dir / SCORES)
+    per_image_frames = []
+    for suite in suites:
+        rows = manifest[manifest["suite"] == suite]
+        if rows.empty:
+            raise BenchError(f"{run_dir / MANIFEST} has no images of suite {suite!r}")
+        summary, per_image, group_by = SCORERS[suite_task(suite)](rows, run_dir, suite, scorers)
+        by_category = per_category(rows, per_image.rename(columns={"correct": "accuracy"}), group_by)
+        scores[suite] = {"n_images": int(len(rows)), **summary, "per_category": by_category}
+        per_image_frames.append(rows[KEY].join(per_image))
+    write_json(run_dir / SCORES, scores)
+    if per_image_frames:
+        table = pd.concat(per_image_frames, ignore_index=True)
+        old_path = run_dir / PER_IMAGE
+        if old_path.is_file():  # keep other suites' rows
+            old = pd.read_parquet(old_path)
+            table = pd.concat([old[~old["suite"].isin(suites)], table], ignore_index=True)
+        atomic_write(old_path, lambda tmp: table.to_parquet(tmp, index=False))
+    return scores
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The table
+
+
+METRIC_ORDER = ["accuracy", "clip_score", "fd_clip", "clip_image_similarity", "clip_direction_similarity", "fid",
+                "lpips", "check_score"]
+
+
+def format_scores(scores: dict, suites: list[str] | None = None) -> str:
+    """One block per suite: the overall row, then one row per category."""
+    blocks = []
+    for suite in suites or list(scores):
+        result = scores[suite]
+        metrics = [m for m in METRIC_ORDER if m in result or any(m in c for c in result.get("per_category", {}).values())]
+        rows = {"all": {"n_images": result.get("n_images"), **{m: result.get(m) for m in metrics}}}
+        for category, values in result.get("per_category", {}).items():
+            rows[category] = {"n_images": values.get("n_images"), **{m: values.get(m) for m in metrics}}
+        table = pd.DataFrame.from_dict(rows, orient="index")
+        table["n_images"] = table["n_images"].astype("Int64")
+        backbone = f"  (CLIP: {result['clip_backbone']})" if result.get("clip_backbone") else ""
+        blocks.append(f"{suite}{backbone}\n" + table.to_string(float_format=lambda v: f"{v:.4f}", na_rep="-"))
+    return "\n\n".join(blocks)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from bench.run import OneLineParser
+
+    parser = OneLineParser(prog="python -m bench.score", description=__doc__.splitlines()[0])
+    parser.add_argument("run", help="the run folder (results/RUN)")
+    parser.add_argument("--clip", default=None,
+                        help="CLIP for CLIP metrics: a Hugging Face CLIP folder or an open_clip ViT-g-14 weights file "
+                             "(default: the run's choice, else ViT-g-14 laion2b_s34b_b88k; shapes: models/shapes-clip)")
+    parser.add_argument("--suite", default=None, help="score only these suites (comma-separated)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    run_dir = Path(args.run)
+    config = read_json(run_dir / CONFIG)
+    clip = args.clip or config.get("clip")
+    suites = [s.strip() for s in args.suite.split(",")] if args.suite else None
+    manifest_suites = list(dict.fromkeys(read_manifest(run_dir)["suite"])) if (run_dir / MANIFEST).is_file() else []
+    check_scoring(suites or manifest_suites, clip)
+    import torch
+
+    scores = score_run(run_dir, Scorers(clip=clip, device="cuda" if torch.cuda.is_available() else "cpu"), suites)
+    print(format_scores(scores, suites or manifest_suites))
+    print(f"\nwrote {run_dir / SCORES}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main, "python -m bench.score")
