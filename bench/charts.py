@@ -92,8 +92,9 @@ def scaling_plot(points: pd.DataFrame, metrics: list[str], path: Path) -> Path:
 
     `points` has columns dimension (a DEPTH_TAGS key), depth and one column per metric."""
     dimensions = [d for d in DEPTH_TAGS if d in set(points["dimension"])]
+    # one y scale per metric row, so the panels show which dimension moves the metric most (the paper's point)
     figure, axes = plt.subplots(len(metrics), len(dimensions), figsize=(3.6 * len(dimensions), 2.8 * len(metrics)),
-                                squeeze=False)
+                                squeeze=False, sharey="row")
     for row, metric in enumerate(metrics):
         for column, dimension in enumerate(dimensions):
             axis = axes[row][column]
@@ -101,7 +102,8 @@ def scaling_plot(points: pd.DataFrame, metrics: list[str], path: Path) -> Path:
             axis.plot(rows["depth"], rows[metric], "o-", color=MODEL_COLOUR)
             axis.set_xticks(sorted(rows["depth"].unique()))
             axis.set_xlabel(DEPTH_TAGS[dimension])
-            axis.set_ylabel(metric)
+            if column == 0:
+                axis.set_ylabel(metric)
             axis.grid(alpha=0.3)
     return _save(figure, path)
 

@@ -1,0 +1,139 @@
+"""bench.report end to end on fake run folders and simulated votes, plus its error paths."""
+
+import re
+
+import pandas as pd
+import pytest
+
+from annotate import db
+from annotate.fixtures import demo_scores, fake_prompts, write_fake_run
+from annotate.runs import read_runs
+from annotate.simulate import simulate
+from annotate.study import create_study
+from bench import report
+
+FAST = ["--bootstrap", "200", "--bt-bootstrap", "40"]
+
+
+@pytest.fixture
+def results(tmp_path):
+    """results/ with two runs and a study in which attentive annotators prefer the first run 90% of the time."""
+    folder = tmp_path / "results"
+    prompts = fake_prompts(12)
+    runs = [write_fake_run(folder / "turbo1", "shapes-turbo", 1, prompts, 2, size=8, sharpness=0.5,
+                           scores=demo_scores(prompts, "parti128", 0.27)),
+            write_fake_run(folder / "teacher50", "shapes-sd3", 50, prompts, 2, size=8,
+                           scores=demo_scores(prompts, "parti128", 0.30))]
+    engine = db.make_engine(str(folder / "study.db"), must_exist=False)
+    model, *baselines = read_runs(runs)
+    create_study(engine, "demo", model, baselines, "parti128", 2, 4, batch_size=12, gold_per_batch=2)
+    simulate(engine, db.get_study(engine), annotators=8, prefer_first=0.9, careless=2, prompt_spread=0.0, seed=1)
+    engine.dispose()
+    return folder
+
+
+def win_rate_in(summary: str, question: str) -> int:
+    return int(re.search(rf"\| {question} \| shapes-turbo-1step \| shapes-sd3-50step \|[^%]*?(\d+)% \[",
+                         summary).group(1))
+
+
+def test_study_and_runs(results, capsys):
+    out = results / "report"
+    paths = [str(p) for p in sorted(results.iterdir())]  # what `results/*` expands to, db file included
+    assert report.main(["--study", str(results / "study.db"), "--runs", *paths, "--out", str(out), *FAST]) == 0
+    assert "skipped" in capsys.readouterr().err  # the database file is not a run
+    summary = (out / "summary.md").read_text()
+    for heading in ("Quality filters", "Win rates", "Bradley–Terry ratings", "Win rate per Parti category",
+                    "Win rate per Parti challenge", "Inter-annotator agreement", "Metrics per suite",
+                    "CLIP score per category", "Sample pairs"):
+        assert f"## {heading}" in summary, heading
+    # the careless annotators are caught and the 90% preference shows through
+    assert 75 <= win_rate_in(summary, "Prompt alignment") <= 100
+    assert 75 <= win_rate_in(summary, "Image quality") <= 100
+    filters = summary[summary.index("## Quality filters"):summary.index("## Win rates")]
+    assert "too fast | median seconds per answer < 1 | " in filters
+    page = (out / "index.html").read_text()
+    for src in re.findall(r"src='([^']+)'", page):
+        assert (out / src).is_file(), src
+    assert "figures/win_rates.png" in page and page.count("pairs/pair") >= 2
+
+
+def test_runs_only_with_scaling_editing_and_inpainting(tmp_path):
+    prompts = fake_prompts(4)
+    runs = []
+    for s, t, g, score in ((2, 8, 8, 0.60), (4, 8, 8, 0.70), (8, 8, 8, 0.80), (8, 4, 8, 0.78), (8, 2, 8, 0.75),
+                           (8, 8, 4, 0.79), (8, 8, 2, 0.77)):
+        runs.append(write_fake_run(tmp_path / f"s{s}t{t}g{g}", "shapes-turbo", 1, prompts, 1, suite="shapes",
+                                   size=8, tags={"student_depth": s, "teacher_depth": t, "generator_depth": g},
+                                   scores={"shapes": {"accuracy": score, "clip_score": score / 3}}))
+    for w, (image_sim, direction_sim) in zip((1.0, 1.5, 2.0), ((0.9, 0.10), (0.85, 0.14), (0.8, 0.17))):
+        runs.append(write_fake_run(tmp_path / f"edit{w}", "shapes-edit", 4, prompts, 1, suite="pie-bench",
+                                   size=8, tags={"image_guidance": w},
+                                   scores={"pie-bench": {"clip_image_similarity": image_sim,
+                                                         "clip_direction_similarity": direction_sim}}))
+    runs.append(write_fake_run(tmp_path / "inpaint", "shapes-inpaint", 4, prompts, 1, suite="coco-inpaint",
+                               size=8, scores={"coco-inpaint": {"fid": 12.5, "lpips": 0.21,
+                                                                "per_category": {"thick": {"fid": 15.0,
+                                                                                           "lpips": 0.3}}}}))
+    out = tmp_path / "report"
+    assert report.main(["--runs", *map(str, runs), "--out", str(out)]) == 0
+    summary = (out / "summary.md").read_text()
+    assert (out / "figures" / "scaling_shapes.png").is_file()
+    assert (out / "figures" / "editing_pie-bench.png").is_file()
+    assert "## Inpainting" in summary and "| shapes-inpaint-4step | coco-inpaint | thick | 15 | 0.3 |" in summary
+    assert "## Human preference study" not in summary
+
+    points, metrics = report.scaling_points(read_runs(runs[:7]), "shapes")
+    assert metrics == ["accuracy", "clip_score"]
+    student = points[points["dimension"] == "student_depth"].sort_values("depth")
+    assert student["depth"].tolist() == [2, 4, 8] and student["accuracy"].tolist() == [0.60, 0.70, 0.80]
+    assert sorted(points[points["dimension"] == "teacher_depth"]["depth"]) == [2, 4, 8]
+    editing = report.editing_points(read_runs(runs[7:10]))
+    assert editing.sort_values("image_guidance")["image_similarity"].tolist() == [0.9, 0.85, 0.8]
+
+
+def test_study_only(results):
+    out = results / "only-study"
+    assert report.main(["--study", str(results / "study.db"), "--out", str(out), *FAST]) == 0
+    summary = (out / "summary.md").read_text()
+    assert "## Win rates" in summary and "## Runs" not in summary
+
+
+@pytest.mark.parametrize("problem", ["missing_db", "unknown_run", "empty_study", "nothing", "not_a_study"])
+def test_bad_input_keeps_the_existing_report(results, tmp_path, capsys, problem):
+    out = results / "report"
+    out.mkdir()
+    (out / "index.html").write_text("previous report")
+    args = {"missing_db": ["--study", str(tmp_path / "nope.db")],
+            "unknown_run": ["--study", str(results / "study.db"), "--runs", str(results / "turbo1"),
+                            str(results / "no-such-run")],
+            "empty_study": ["--study", str(tmp_path / "empty.db")],
+            "nothing": [],
+            "not_a_study": ["--study", str(tmp_path / "other.db")]}[problem]
+    if problem == "empty_study":
+        engine = db.make_engine(str(tmp_path / "empty.db"), must_exist=False)
+        model, *baselines = read_runs([results / "turbo1", results / "teacher50"])
+        create_study(engine, "empty", model, baselines, "parti128", 2, 1, 10, 0)
+    if problem == "not_a_study":
+        pd.DataFrame({"x": [1]}).to_sql("other", db.make_engine(str(tmp_path / "other.db"), must_exist=False))
+    assert report.main([*args, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err
+    assert (out / "index.html").read_text() == "previous report"
+    assert not (tmp_path / "nope.db").exists()
+
+
+def test_failure_while_rendering_leaves_the_old_report(results, monkeypatch):
+    out = results / "report"
+    out.mkdir()
+    (out / "index.html").write_text("previous report")
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(report.charts, "win_rate_bars", broken)
+    args = report._parser().parse_args(["--out", str(out), *FAST])
+    with pytest.raises(RuntimeError):
+        report.build_report(report.load_study(str(results / "study.db"), None), [], out, args)
+    assert (out / "index.html").read_text() == "previous report"
+    assert not [p for p in results.iterdir() if p.name.startswith(".report-")]  # no staging left behind
