@@ -253,7 +253,8 @@ def scaling_points(runs: list[Run], suite: str) -> tuple[pd.DataFrame, list[str]
     frame = pd.DataFrame(rows)
     dims = [d for d in charts.DEPTH_TAGS if d in frame]
     defaults = {d: frame[d].mode().max() for d in dims}
-    metrics = [c for c in frame.columns if c not in dims and frame[c].notna().all()][:4]
+    metrics = [c for c in frame.columns  # counts such as n_images are bookkeeping, not quality
+               if c not in dims and not c.startswith("n_") and frame[c].notna().all()][:4]
     points = []
     for dim in dims:
         held = np.logical_and.reduce([frame[o].isna() | (frame[o] == defaults[o]) for o in dims if o != dim]
