@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import html
+import re
 import shutil
 import sys
 import tempfile
@@ -389,7 +390,6 @@ def render_html(sections: list[Section], title: str) -> str:
 
 
 def _inline_markdown(text: str) -> str:
-    import re
     escaped = html.escape(text)
     escaped = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", escaped)
     return re.sub(r"`(.+?)`", r"<code>\1</code>", escaped)
