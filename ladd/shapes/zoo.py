@@ -171,7 +171,7 @@ def save_pipeline(pipe: StableDiffusion3Pipeline, out_dir: str | Path, **samplin
 TINY = {
     "clip": dict(text_width=32, text_layers=1, vision_width=32, vision_layers=1, heads=2, embed_dim=32,
                  image_size=64, patch_size=16),
-    "vae": dict(block_out_channels=[8, 16], layers_per_block=1, latent_channels=4, norm_num_groups=4,
+    "vae": dict(block_out_channels=[8, 8, 16], layers_per_block=1, latent_channels=4, norm_num_groups=4,
                 sample_size=64),
     "transformer": dict(depth=1, heads=2, head_dim=8, patch_size=2, sample_size=16, pos_embed_max_size=16),
 }
