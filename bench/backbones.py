@@ -26,7 +26,6 @@ PAPER_CLIP = ("ViT-g-14", "laion2b_s34b_b88k")
 PAPER_CLIP_REPO = "laion/CLIP-ViT-g-14-laion2B-s34B-b88K"
 PAPER_CLIP_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 SHAPES_CLIP_DIR = MODELS_DIR / "shapes-clip"
-INCEPTION_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
 
 
 class BackboneMissing(BenchError):
@@ -167,7 +166,9 @@ def _require_torch_checkpoint(url: str, what: str) -> Path:
 
 def inception_weights() -> Path:
     """torch-fidelity's port of the TF Inception (2015-12-05) that FID is defined with."""
-    return _require_torch_checkpoint(INCEPTION_URL, "FID")
+    from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
+
+    return _require_torch_checkpoint(URL_INCEPTION_V3, "FID")
 
 
 def alexnet_weights() -> Path:

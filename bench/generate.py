@@ -216,10 +216,11 @@ def run_batch(pipe, batch: pd.DataFrame, call_kwargs: dict, run_dir: Path, mask_
 MANIFEST_FIELDS_DROPPED = ("task", "source_file")
 
 
-def manifest_row(row: dict, image: Image.Image, seconds: float) -> dict:
+def manifest_row(row: dict, image: Image.Image, seconds: float, process_index: int) -> dict:
     record = {k: v for k, v in row.items() if k not in MANIFEST_FIELDS_DROPPED}
     record["width"], record["height"] = image.size  # what was actually made
     record["seconds_per_batch"] = seconds
+    record["process_index"] = process_index
     return record
 
 
@@ -258,7 +259,7 @@ def generate(pipe, batches: list[pd.DataFrame], run_dir: str | Path, call_kwargs
             for row, image, needed in zip(batch.to_dict("records"), images, missing):
                 if needed:
                     save_image(image, run_dir / row["path"])
-                    rows.append(manifest_row(row, image, seconds))
+                    rows.append(manifest_row(row, image, seconds, journal.rank))
             journal.append(rows)
             written += len(rows)
             bar.update(len(rows))
@@ -272,4 +273,5 @@ def recovered_rows(plan: pd.DataFrame, run_dir: str | Path) -> pd.DataFrame:
     done = plan[[(run_dir / p).is_file() for p in plan["path"]]]
     frame = done.drop(columns=[c for c in MANIFEST_FIELDS_DROPPED if c in done.columns]).copy()
     frame["seconds_per_batch"] = float("nan")
+    frame["process_index"] = -1  # unknown: the row is rebuilt, not journalled
     return frame

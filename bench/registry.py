@@ -15,7 +15,6 @@ from pathlib import Path
 
 from bench.errors import BenchError
 from ladd.paths import MODELS_DIR
-from ladd.sampling import read_sampling_defaults
 
 CHECKPOINT_MARKER = "ladd_checkpoint.json"
 
@@ -51,6 +50,13 @@ class ModelSpec:
         if self.unet:
             files.append((self.unet[0], self.unet[1] or "config.json"))
         return files
+
+
+def read_sampling_defaults(folder: str | Path) -> dict:
+    # ladd.sampling imports torch and diffusers; deferring it keeps argument errors instant.
+    from ladd.sampling import read_sampling_defaults as read
+
+    return read(folder)
 
 
 def _sd_size(side: int) -> dict:
@@ -199,12 +205,19 @@ def _torch_dtype(spec: ModelSpec, device):
     return getattr(torch, spec.cuda_dtype) if str(device).startswith("cuda") else torch.float32
 
 
+def _dtype_kwarg() -> str:
+    # diffusers renamed `torch_dtype` to `dtype` (the old name still works but warns); pick what this version takes.
+    from diffusers.utils import deprecation_utils
+
+    return "dtype" if hasattr(deprecation_utils, "_resolve_dtype") else "torch_dtype"
+
+
 def _load_hub_pipeline(spec: ModelSpec, device):
     import diffusers
 
     dtype = _torch_dtype(spec, device)
     local_only = hub_offline() or not missing_hub_files(spec)  # a complete cache never needs the network
-    kwargs = {"torch_dtype": dtype, "local_files_only": local_only}
+    kwargs = {_dtype_kwarg(): dtype, "local_files_only": local_only}
     if spec.variant and str(device).startswith("cuda"):
         kwargs["variant"] = spec.variant
     if spec.unet:
@@ -222,7 +235,7 @@ def _load_unet(spec: ModelSpec, dtype, local_only: bool):
 
     repo, filename = spec.unet
     if filename is None:  # a full UNet folder (LCM)
-        return UNet2DConditionModel.from_pretrained(repo, torch_dtype=dtype, local_files_only=local_only)
+        return UNet2DConditionModel.from_pretrained(repo, local_files_only=local_only, **{_dtype_kwarg(): dtype})
     from huggingface_hub import hf_hub_download
     from safetensors.torch import load_file
 
@@ -240,6 +253,12 @@ def _hub_error_types() -> tuple[type[BaseException], ...]:
     return tuple(getattr(errors, n) for n in names if hasattr(errors, n)) + (OSError, ValueError)
 
 
+def short_reason(error: BaseException, limit: int = 160) -> str:
+    text = " ".join(str(error).split())
+    text = text if len(text) <= limit else text[: limit - 1] + "…"
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
 def load_model(spec: ModelSpec, device="cpu"):
     """Load the pipeline behind `spec` onto `device`; hub failures become one `ModelUnavailable` line."""
     check_available(spec)
@@ -252,11 +271,17 @@ def load_model(spec: ModelSpec, device="cpu"):
 
         pipe = load_pipeline(spec.source)
     else:
+        import diffusers
+
+        # diffusers logs its own "Couldn't connect to the Hub" lines; the failure is reported once, below.
+        previous = diffusers.utils.logging.get_verbosity()
+        diffusers.utils.logging.set_verbosity_error()
         try:
             pipe = _load_hub_pipeline(spec, device)
         except _hub_error_types() as error:
-            reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}".strip(": ")
-            raise ModelUnavailable(unavailable_message(spec, reason)) from None
+            raise ModelUnavailable(unavailable_message(spec, short_reason(error))) from None
+        finally:
+            diffusers.utils.logging.set_verbosity(previous)
     pipe.set_progress_bar_config(disable=True)  # bench.run shows one progress bar over all images
     return pipe.to(device)
 

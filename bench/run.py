@@ -87,7 +87,8 @@ def build_parser() -> OneLineParser:
     parser.add_argument("--limit", type=_positive_int, metavar="N", help="only the first N prompts of each suite")
     parser.add_argument("--prompts", metavar="FILE", help="custom suite: text file (one prompt a line) or CSV with "
                                                            "a 'prompt' column")
-    parser.add_argument("--data-dir", metavar="DIR", help="dataset folder for pie-bench / coco-inpaint (default: data/)")
+    parser.add_argument("--data-dir", metavar="DIR",
+                        help="dataset folder for pie-bench / coco-inpaint (default: data/)")
     parser.add_argument("--mask-policy", choices=POLICY_CHOICES, default="mixed",
                         help="inpainting masks (default: mixed, one policy per image and seed)")
     parser.add_argument("--clip", metavar="PATH", help="CLIP for CLIP metrics: Hugging Face CLIP folder or open_clip "
@@ -167,6 +168,29 @@ def default_out(spec, suites: list[str], args) -> Path:
     return RESULTS_DIR / "-".join(parts)
 
 
+def process_state():
+    """accelerate's view of this process (rank, world size, device); a plain `python -m` run is one process.
+
+    Without CUDA we ask for the CPU explicitly: `accelerate launch --multi_gpu --num_processes N` (torchrun) then
+    gives N gloo processes on a CPU-only machine instead of N processes that each believe they are alone.
+    """
+    import os
+
+    import torch
+    from accelerate import PartialState
+
+    state = PartialState(cpu=not torch.cuda.is_available())
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched != state.num_processes:  # every process would make every image
+        raise BenchError(f"launched as {launched} processes but accelerate sees {state.num_processes}; use "
+                         f"`accelerate launch --num_processes N -m bench.run ...`")
+    return state
+
+
+def count_existing(plan, out: Path) -> int:
+    return sum((out / path).is_file() for path in plan["path"])
+
+
 def environment() -> dict:
     import diffusers
     import torch
@@ -188,14 +212,14 @@ def main(argv: list[str] | None = None) -> int:
     from bench.score import check_scoring
     from bench.suites import load_suite
 
-    spec = resolve_model(args.model or default_model())
     suites = resolve_suites(args)
     frames = [load_suite(s, prompts_file=args.prompts, data_dir=args.data_dir, limit=args.limit) for s in suites]
-    if not args.no_score:
-        check_scoring(suites, args.clip)
+    spec = resolve_model(args.model or default_model())
     from bench.registry import check_available
 
     check_available(spec)
+    if not args.no_score:
+        check_scoring(suites, args.clip)
     batch_size = args.batch_size or spec.batch_size
     out = Path(args.out) if args.out else default_out(spec, suites, args)
     if out.exists() and not out.is_dir():
@@ -203,9 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     identity = run_identity(spec, args, batch_size)
     check_resumable(out, identity)
 
-    from accelerate import PartialState
-
-    state = PartialState()
+    state = process_state()
     from bench.generate import (default_size, effective_guidance, effective_steps, generate, make_batches,
                                 plan_images, recovered_rows, resolve_call_kwargs, shard_batches)
     from bench.registry import checkpoint_info, load_model
@@ -219,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
                        model=spec.name, steps=steps, guidance=guidance, mask_policy=args.mask_policy)
     batches = make_batches(plan, batch_size)
 
+    existing_before = count_existing(plan, out)  # nobody writes before the barrier below
     if state.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         remove_temporaries(out)  # before any process starts writing
@@ -253,13 +276,14 @@ def main(argv: list[str] | None = None) -> int:
 
     mine = shard_batches(batches, state.process_index, state.num_processes)
     journal = Journal(out, state.process_index)
-    written = generate(pipe, mine, out, call_kwargs, journal, args.mask_policy, progress=state.is_main_process)
+    generate(pipe, mine, out, call_kwargs, journal, args.mask_policy, progress=state.is_main_process)
     state.wait_for_everyone()
     if not state.is_main_process:
         return 0
 
     manifest = merge_manifest(out, recovered_rows(plan, out))
-    print(f"{out}: {len(manifest)} images in {MANIFEST} ({written} new on this process)")
+    new = count_existing(plan, out) - existing_before
+    print(f"{out}: {len(manifest)} images in {MANIFEST} ({new} new, {state.num_processes} process(es))")
     if args.no_score:
         return 0
     import torch

@@ -80,6 +80,7 @@ class Journal:
     def __init__(self, run_dir: str | Path, rank: int = 0):
         folder = Path(run_dir) / PARTS_DIR
         folder.mkdir(parents=True, exist_ok=True)
+        self.rank = rank
         self.path = folder / f"rank{rank:03d}-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
 
     def append(self, rows: list[dict]) -> None:
@@ -136,6 +137,8 @@ def _normalise_types(frame: pd.DataFrame) -> pd.DataFrame:
         frame[column] = frame[column].astype("int64")
     for column in ("guidance", "seconds_per_batch"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
+    if "process_index" in frame:
+        frame["process_index"] = pd.to_numeric(frame["process_index"], errors="coerce").fillna(-1).astype(int)
     for column in frame.columns[len(MANIFEST_COLUMNS):]:
         values = frame[column].dropna()
         if len(values) and values.map(lambda v: isinstance(v, str)).all():

@@ -239,7 +239,8 @@ def format_scores(scores: dict, suites: list[str] | None = None) -> str:
     blocks = []
     for suite in suites or list(scores):
         result = scores[suite]
-        metrics = [m for m in METRIC_ORDER if m in result or any(m in c for c in result.get("per_category", {}).values())]
+        categories = result.get("per_category", {}).values()
+        metrics = [m for m in METRIC_ORDER if m in result or any(m in c for c in categories)]
         rows = {"all": {"n_images": result.get("n_images"), **{m: result.get(m) for m in metrics}}}
         for category, values in result.get("per_category", {}).items():
             rows[category] = {"n_images": values.get("n_images"), **{m: values.get(m) for m in metrics}}

@@ -217,7 +217,7 @@ def decode_rle_mask(rle: list[int], shape: tuple[int, int] = PIE_BENCH_MASK_SHAP
 
 def pie_bench_root(data_dir: str | Path) -> Path:
     data_dir = Path(data_dir)
-    candidates = [data_dir, data_dir / "PIE-Bench", data_dir / "pie-bench", data_dir / "PIE_Bench_pp", data_dir / "data"]
+    candidates = [data_dir / name for name in ("", "PIE-Bench", "pie-bench", "PIE_Bench_pp", "data")]
     root = _find(candidates, lambda d: (d / "mapping_file.json").is_file())
     if root is None:
         raise SuiteDataError(f"no PIE-Bench mapping_file.json under {data_dir}; {PIE_BENCH_HINT}")

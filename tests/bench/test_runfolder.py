@@ -1,0 +1,58 @@
+"""The run folder's crash-safety pieces: atomic writes, the journal's torn last line, manifest merging."""
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from bench.runfolder import (MANIFEST_COLUMNS, Journal, atomic_write, journal_files, merge_manifest,
+                             remove_temporaries, save_image)
+
+
+def row(i, seconds=0.5, **extra):
+    return {"suite": "custom", "prompt_id": f"{i:04d}", "prompt": f"p{i}", "category": "", "challenge": "",
+            "sample_index": 0, "seed": i, "model": "m", "steps": 4, "guidance": 0.0, "width": 8, "height": 8,
+            "path": f"images/custom/{i:04d}_0.png", "seconds_per_batch": seconds, **extra}
+
+
+def test_a_failed_write_leaves_neither_a_file_nor_a_temporary(tmp_path):
+    target = tmp_path / "images" / "x.png"
+
+    def explode(tmp):
+        tmp.write_bytes(b"half a png")
+        raise KeyboardInterrupt  # e.g. Ctrl-C in the middle of writing
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(target, explode)
+    assert not target.exists() and list(target.parent.iterdir()) == []
+
+
+def test_temporaries_of_killed_writes_are_removed(tmp_path):
+    (tmp_path / "images").mkdir()
+    leftover = tmp_path / "images" / ".0001_0.png.123.abcd.tmp"
+    leftover.write_bytes(b"\x89PNG truncated")
+    save_image(Image.new("RGB", (4, 4)), tmp_path / "images" / "0000_0.png")
+    assert remove_temporaries(tmp_path) == 1
+    assert [p.name for p in (tmp_path / "images").iterdir()] == ["0000_0.png"]
+
+
+def test_merge_skips_a_torn_line_dedups_and_drops_rows_without_images(tmp_path):
+    for i in range(3):
+        save_image(Image.new("RGB", (8, 8)), tmp_path / row(i)["path"])
+    first, second = Journal(tmp_path, 0), Journal(tmp_path, 1)
+    first.append([row(0), row(1)])
+    second.append([row(1, seconds=0.9), row(7)])  # a duplicate (last wins) and a row whose image is gone
+    with open(second.path, "a") as handle:
+        handle.write('{"suite": "custom", "prompt_id": "00')  # killed mid-line
+    recovered = pd.DataFrame([row(2, seconds=float("nan"))])  # image on disk, journal line lost
+    manifest = merge_manifest(tmp_path, recovered)
+    assert manifest["prompt_id"].tolist() == ["0000", "0001", "0002"]
+    assert manifest["seconds_per_batch"].tolist()[:2] == [0.5, 0.9]
+    assert pd.isna(manifest["seconds_per_batch"].iloc[2])
+    assert list(manifest.columns[: len(MANIFEST_COLUMNS)]) == MANIFEST_COLUMNS
+    assert journal_files(tmp_path) == []  # folded in and removed
+
+    # Merging again (a rerun) keeps exactly one row per image.
+    Journal(tmp_path).append([row(0, seconds=0.7)])
+    again = merge_manifest(tmp_path)
+    assert len(again) == 3 and again.loc[0, "seconds_per_batch"] == 0.7
+    assert pd.read_parquet(tmp_path / "manifest.parquet").equals(again)
