@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from ladd.flow import to_model_timestep
+
 
 @torch.no_grad()
 def encode_prompts(pipe, prompts: list[str], max_sequence_length: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -45,3 +47,27 @@ def encode_images(vae, images: torch.Tensor, sample: bool = False, generator=Non
 def decode_latents(vae, latents: torch.Tensor) -> torch.Tensor:
     """Normalised latents -> images in [-1, 1]."""
     return vae.decode(vae_from_latents(vae, latents), return_dict=False)[0].clamp(-1, 1)
+
+
+def predict_velocity(
+    transformer,
+    latents: torch.Tensor,
+    t: torch.Tensor,
+    prompt_embeds: torch.Tensor,
+    pooled: torch.Tensor,
+    image_latents: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """F(x_t, t) for a batch with per-sample t in [0, 1].
+
+    `image_latents` (editing / inpainting conditions: a source image, a masked image and its mask) are concatenated
+    to the input channels, the way InstructPix2Pix and SD inpainting models condition; such models are built with
+    `in_channels = latent channels + condition channels`.
+    """
+    model_input = latents if image_latents is None else torch.cat([latents, image_latents], dim=1)
+    return transformer(
+        hidden_states=model_input,
+        encoder_hidden_states=prompt_embeds,
+        pooled_projections=pooled,
+        timestep=to_model_timestep(t),
+        return_dict=False,
+    )[0]

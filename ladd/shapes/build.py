@@ -13,7 +13,6 @@ Outputs: `<out>/shapes-clip/` (CLIPModel + CLIPProcessor) and `<out>/<teacher.na
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import sys
@@ -30,7 +29,8 @@ from transformers import CLIPModel, CLIPProcessor, CLIPTokenizer
 
 from ladd.conditioning import encode_prompts
 from ladd.config import load_config
-from ladd.flow import add_noise, flow_matching_loss, sample_logit_normal, to_model_timestep
+from ladd.logs import MetricsLog
+from ladd.losses import diffusion_loss
 from ladd.paths import CONFIGS_DIR, MODELS_DIR, RESULTS_DIR
 from ladd.shapes.data import BucketSampler, render_pool, to_model_range
 from ladd.shapes.heldout import heldout_prompts
@@ -46,23 +46,6 @@ from ladd.shapes.zoo import (
     teacher_scheduler,
     text_encoder_from_clip,
 )
-
-
-class MetricsLog:
-    """Append rows to a CSV file (one per stage), flushing so a crashed build still leaves its history."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.file = None
-
-    def write(self, **row):
-        if self.file is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.file = self.path.open("w", newline="")
-            self.writer = csv.DictWriter(self.file, fieldnames=list(row))
-            self.writer.writeheader()
-        self.writer.writerow(row)
-        self.file.flush()
 
 
 def cosine_lr(step: int, total: int, warmup: int, final_fraction: float = 0.1) -> float:
@@ -183,16 +166,8 @@ def train_teacher(pipe, pool, encoded, cfg: dict, log: MetricsLog, seed: int, sn
         drop = torch.rand(len(prompts), generator=generator) < cfg["text_dropout"]
         prompts = ["" if d else p for p, d in zip(prompts, drop)]  # "" is what CFG's negative prompt encodes
         prompt_embeds, pooled = encode_prompts(pipe, prompts, MAX_SEQUENCE_LENGTH)
-        t = sample_logit_normal(len(idx), cfg["logit_mean"], cfg["logit_std"], generator=generator)
-        noise = torch.randn(x0.shape, generator=generator)
-        velocity = transformer(
-            hidden_states=add_noise(x0, noise, t),
-            encoder_hidden_states=prompt_embeds,
-            pooled_projections=pooled,
-            timestep=to_model_timestep(t),
-            return_dict=False,
-        )[0]
-        loss = flow_matching_loss(velocity, x0, noise)
+        loss = diffusion_loss(transformer, x0, prompt_embeds, pooled, cfg["logit_mean"], cfg["logit_std"],
+                              generator=generator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(transformer.parameters(), cfg["max_grad_norm"])

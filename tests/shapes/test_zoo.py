@@ -28,14 +28,6 @@ def test_tokenizer_is_word_level_and_loads_from_disk(tmp_path):
         assert len(loaded.tokenize("zebra")) > 1
 
 
-@pytest.fixture(scope="module")
-def smoke_zoo(tmp_path_factory):
-    out = tmp_path_factory.mktemp("zoo")
-    work = tmp_path_factory.mktemp("work")
-    assert build_main(["--smoke", "--out", str(out), "--work", str(work)]) == 0
-    return out, work
-
-
 def test_smoke_build_gives_a_stock_sd3_pipeline_for_every_bucket(smoke_zoo):
     out, _ = smoke_zoo
     folder = out / "shapes-sd3"

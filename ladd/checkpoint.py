@@ -1,0 +1,118 @@
+"""LADD checkpoints and exported students.
+
+A checkpoint folder `OUT/checkpoints/step-NNNNNN/` holds everything needed to resume exactly:
+  - accelerate state: the student (model.safetensors), the discriminator heads (model_1.safetensors), both
+    optimisers, both LR schedules, and every process's RNG states;
+  - ema.safetensors: the student's EMA weights;
+  - ladd_checkpoint.json: iteration (= data position, see `ladd.data`), EMA step, teacher path, student config;
+  - sampling_defaults.json: how to sample the student (so `bench.run --model CHECKPOINT` works).
+It is written under a temporary name and renamed when complete: a killed run never leaves a half checkpoint.
+
+The frozen teacher is never written: exports and checkpoints only ever serialise the student's own modules
+(another LADD implementation once saved the teacher over the trained student).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
+from safetensors.torch import load_file, save_file
+
+from ladd.pipelines import load_pipeline
+from ladd.sampling import consistency_scheduler_config, read_sampling_defaults, write_sampling_defaults
+
+CHECKPOINT_FILE = "ladd_checkpoint.json"
+EMA_FILE = "ema.safetensors"
+
+
+def checkpoint_dir(out: Path, iteration: int) -> Path:
+    return Path(out) / "checkpoints" / f"step-{iteration:06d}"
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    """The newest complete checkpoint (temporary folders of a killed save are ignored)."""
+    folder = Path(out) / "checkpoints"
+    done = sorted(p for p in folder.glob("step-*") if p.is_dir() and (p / CHECKPOINT_FILE).is_file())
+    return done[-1] if done else None
+
+
+def ema_state_dict(ema, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The model's full state dict (buffers included) with EMA values for its parameters."""
+    state = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
+    names = [name for name, _ in model.named_parameters()]
+    state.update({name: p.detach().cpu().contiguous() for name, p in zip(names, ema.shadow_params)})
+    return state
+
+
+def student_sampling_defaults(teacher_dir: str | Path) -> dict:
+    """A student samples with the 4-step consistency sampler, no guidance, at the teacher's text/image sizes."""
+    teacher = read_sampling_defaults(teacher_dir)
+    defaults = {k: teacher[k] for k in ("max_sequence_length", "height", "width") if k in teacher}
+    return {**defaults, "num_inference_steps": 4, "guidance_scale": 0.0}
+
+
+def save_checkpoint(accelerator, out: Path, iteration: int, ema, student, info: dict, keep: int = 2) -> Path:
+    final = checkpoint_dir(out, iteration)
+    tmp = final.with_name(final.name + ".tmp")
+    if accelerator.is_main_process and tmp.exists():
+        shutil.rmtree(tmp)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        save_file(ema_state_dict(ema, student), str(tmp / EMA_FILE))
+        record = {**info, "iteration": iteration, "ema_optimization_step": ema.optimization_step,
+                  "student_config": dict(student.config)}
+        write_sampling_defaults(tmp, **student_sampling_defaults(info["teacher"]))
+        (tmp / CHECKPOINT_FILE).write_text(json.dumps(record, indent=2, default=str))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        for old in sorted((Path(out) / "checkpoints").glob("step-??????"))[:-keep]:
+            shutil.rmtree(old)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def load_checkpoint(accelerator, path: Path, ema, student) -> int:
+    """Restore a checkpoint into prepared objects; returns the iteration to continue from."""
+    accelerator.load_state(str(path))
+    record = json.loads((Path(path) / CHECKPOINT_FILE).read_text())
+    shadow = load_file(str(Path(path) / EMA_FILE))
+    names = [name for name, _ in student.named_parameters()]
+    ema.shadow_params = [shadow[name].to(p.device, p.dtype) for name, p in zip(names, student.parameters())]
+    ema.optimization_step = record["ema_optimization_step"]
+    return record["iteration"]
+
+
+def student_pipeline(teacher_pipe, student: SD3Transformer2DModel):
+    """The teacher's pipeline with the student as its transformer and the consistency scheduler.
+    Built fresh, so the teacher pipeline object keeps its own transformer."""
+    scheduler = FlowMatchEulerDiscreteScheduler.from_config(consistency_scheduler_config(teacher_pipe.scheduler.config))
+    components = {**teacher_pipe.components, "transformer": student, "scheduler": scheduler}
+    return type(teacher_pipe)(**components)
+
+
+def export_student(teacher_dir: str | Path, student: SD3Transformer2DModel, out_dir: str | Path) -> Path:
+    """Save a student as an ordinary pipeline folder whose defaults are 4-step, guidance-free sampling."""
+    pipe = student_pipeline(load_pipeline(teacher_dir), student)
+    out_dir = Path(out_dir)
+    pipe.save_pretrained(out_dir, safe_serialization=True)
+    write_sampling_defaults(out_dir, **student_sampling_defaults(teacher_dir))
+    return out_dir
+
+
+def load_student_pipeline(checkpoint: str | Path, use_ema: bool = True):
+    """A sampling pipeline from a training checkpoint (EMA weights by default): for `bench.run --model CKPT`."""
+    checkpoint = Path(checkpoint)
+    record = json.loads((checkpoint / CHECKPOINT_FILE).read_text())
+    teacher_pipe = load_pipeline(record["teacher"])
+    student = SD3Transformer2DModel.from_config(record["student_config"])
+    weights = load_file(str(checkpoint / (EMA_FILE if use_ema else "model.safetensors")))
+    student.load_state_dict(weights)
+    return student_pipeline(teacher_pipe, student.eval())

@@ -1,0 +1,218 @@
+"""Training data for LADD: `python -m ladd.synth --model TEACHER --out DIR [--num N] [--prompts FILE]`.
+
+LADD trains the student on synthetic latents made by the teacher (or any data-generator model) at a constant
+CFG scale (paper Sec. 3, "Leveraging synthetic data"): no decoding, no re-encoding, uniformly well-aligned data.
+`--source render` / `--source images` instead VAE-encodes real images (the paper's real-data ablation).
+
+Output: resumable shards `shard-00000.safetensors`, each one aspect bucket, holding `latents` (normalised, the
+transformer's space), `prompt_embeds` and `pooled_prompt_embeds` (computed exactly as the pipeline computes them),
+with the prompts in the shard's metadata. `plan.json` fixes the shard plan: a rerun skips finished shards, and a
+rerun with different settings is refused instead of mixing data. Shards are written atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from safetensors import safe_open
+from safetensors.torch import save_file
+from tqdm import tqdm
+
+from ladd.conditioning import encode_images, encode_prompts
+from ladd.pipelines import load_pipeline
+from ladd.sampling import read_sampling_defaults
+from ladd.shapes.data import BUCKET_SHARES
+from ladd.shapes.grammar import sample_scene, scene_to_prompt
+from ladd.shapes.heldout import heldout_prompts
+from ladd.shapes.render import BUCKETS, render_prompt
+
+
+def shard_plan(num: int, shard_size: int, buckets, shares) -> list[dict]:
+    """Shard i: its bucket and its slice of the prompt stream. Buckets follow `shares` exactly in the long run."""
+    num_shards = -(-num // shard_size)
+    targets = np.array(shares) / sum(shares)
+    plan, counts = [], np.zeros(len(buckets))
+    for i in range(num_shards):
+        bucket = int(np.argmax(targets * (i + 1) - counts))  # the bucket furthest behind its share
+        counts[bucket] += 1
+        size = min(shard_size, num - i * shard_size)
+        plan.append({"index": i, "width": buckets[bucket][0], "height": buckets[bucket][1], "start": i * shard_size,
+                     "size": size})
+    return plan
+
+
+def shapes_prompts(num: int, seed: int) -> list[str]:
+    """Random shapes-world prompts from the full grammar, never a held-out one."""
+    rng = np.random.default_rng(seed)
+    exclude = heldout_prompts()
+    prompts = []
+    while len(prompts) < num:
+        prompt = scene_to_prompt(sample_scene(rng))
+        if prompt not in exclude:
+            prompts.append(prompt)
+    return prompts
+
+
+def read_prompt_file(path: Path) -> list[str]:
+    if path.suffix == ".csv":
+        return pd.read_csv(path, keep_default_na=False)["prompt"].tolist()
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+def shard_path(out: Path, index: int) -> Path:
+    return out / f"shard-{index:05d}.safetensors"
+
+
+def write_shard(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    tmp = path.with_suffix(".tmp")
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+    os.replace(tmp, path)  # a killed run never leaves a truncated shard under the final name
+
+
+@torch.no_grad()
+def generate_latents(pipe, prompts, width, height, seeds, steps, guidance, max_sequence_length) -> torch.Tensor:
+    generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+    return pipe(
+        prompt=prompts,
+        width=width,
+        height=height,
+        num_inference_steps=steps,
+        guidance_scale=guidance,
+        generator=generators,
+        max_sequence_length=max_sequence_length,
+        output_type="latent",
+    ).images
+
+
+def load_images(paths: list[str], width: int, height: int) -> torch.Tensor:
+    """Images -> [-1, 1] tensors at a bucket's size (resized, as aspect bucketing does after choosing a bucket)."""
+    arrays = [np.asarray(Image.open(p).convert("RGB").resize((width, height), Image.BICUBIC)) for p in paths]
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+def run(args) -> int:
+    out = Path(args.out)
+    pipe = load_pipeline(args.model)
+    pipe.set_progress_bar_config(disable=True)
+    defaults = read_sampling_defaults(args.model)
+    steps = args.steps or defaults.get("num_inference_steps", 50)
+    guidance = args.guidance if args.guidance is not None else defaults.get("guidance_scale", 4.0)
+    max_sequence_length = defaults.get("max_sequence_length", 256)
+
+    images = None
+    if args.source == "images":
+        table = pd.read_csv(args.images_csv, keep_default_na=False)
+        prompts, images = table["prompt"].tolist(), table["image"].tolist()
+    elif args.prompts:
+        prompts = read_prompt_file(Path(args.prompts))
+    else:
+        prompts = shapes_prompts(args.num, args.seed)
+    if not prompts:
+        raise ValueError("no prompts")
+    num = args.num or len(prompts)
+
+    plan = shard_plan(num, args.shard_size, BUCKETS, BUCKET_SHARES)
+    settings = {"model": str(args.model), "source": args.source, "num": num, "shard_size": args.shard_size,
+                "steps": steps, "guidance": guidance, "seed": args.seed, "prompts": args.prompts or "shapes",
+                "max_sequence_length": max_sequence_length, "shards": plan}
+    out.mkdir(parents=True, exist_ok=True)
+    plan_file = out / "plan.json"
+    if plan_file.exists():
+        previous = json.loads(plan_file.read_text())
+        if previous != settings:
+            changed = sorted(k for k in settings if previous.get(k) != settings[k])
+            raise ValueError(f"{out} holds data made with other settings ({', '.join(changed)}); use a new --out")
+    else:
+        plan_file.write_text(json.dumps(settings, indent=2))
+
+    todo = [s for s in plan if not shard_path(out, s["index"]).exists()]
+    bar = tqdm(total=sum(s["size"] for s in plan), initial=sum(s["size"] for s in plan) - sum(s["size"] for s in todo),
+               desc=f"synth ({args.source})", unit="latent")
+    for shard in todo:
+        width, height = shard["width"], shard["height"]
+        latents, embeds, pooled, shard_prompts = [], [], [], []
+        for start in range(shard["start"], shard["start"] + shard["size"], args.batch_size):
+            stop = min(start + args.batch_size, shard["start"] + shard["size"])
+            batch_prompts = [prompts[i % len(prompts)] for i in range(start, stop)]
+            seeds = [args.seed * 1_000_003 + i for i in range(start, stop)]
+            if args.source == "teacher":
+                batch = generate_latents(pipe, batch_prompts, width, height, seeds, steps, guidance,
+                                         max_sequence_length)
+            elif args.source == "render":
+                pixels = torch.stack([
+                    torch.from_numpy(np.asarray(render_prompt(p, s, width, height))).permute(2, 0, 1)
+                    for p, s in zip(batch_prompts, seeds)
+                ]).float() / 127.5 - 1
+                batch = encode_images(pipe.vae, pixels)
+            else:
+                batch = encode_images(pipe.vae, load_images([images[i % len(images)] for i in range(start, stop)],
+                                                            width, height))
+            e, p = encode_prompts(pipe, batch_prompts, max_sequence_length)
+            latents.append(batch.float())
+            embeds.append(e.float())
+            pooled.append(p.float())
+            shard_prompts += batch_prompts
+            bar.update(len(batch_prompts))
+        write_shard(
+            shard_path(out, shard["index"]),
+            {"latents": torch.cat(latents), "prompt_embeds": torch.cat(embeds), "pooled_prompt_embeds": torch.cat(pooled)},
+            {"prompts": json.dumps(shard_prompts), "width": str(width), "height": str(height)},
+        )
+    bar.close()
+    print(f"{len(plan)} shards, {num} latents in {out}")
+    return 0
+
+
+def read_shard(path: Path) -> tuple[dict[str, torch.Tensor], list[str]]:
+    with safe_open(str(path), framework="pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        prompts = json.loads(f.metadata()["prompts"])
+    return tensors, prompts
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="data-generator pipeline folder (usually the teacher)")
+    parser.add_argument("--out", required=True, help="output folder for shards")
+    parser.add_argument("--num", type=int, default=0, help="number of latents (default: one per prompt)")
+    parser.add_argument("--prompts", help="prompt file (.txt one per line, or .csv with a 'prompt' column); "
+                                          "default: random shapes-world prompts (held-out ones excluded)")
+    parser.add_argument("--source", choices=["teacher", "render", "images"], default="teacher",
+                        help="teacher: synthetic latents; render: VAE-encoded shapes renderings (real-data "
+                             "ablation); images: VAE-encoded images listed in --images-csv")
+    parser.add_argument("--images-csv", help="CSV with 'image' (path) and 'prompt' columns, for --source images")
+    parser.add_argument("--steps", type=int, default=0, help="sampling steps (default: the model's)")
+    parser.add_argument("--guidance", type=float, default=None, help="constant CFG scale (default: the model's)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--shard-size", type=int, default=1024)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if not (Path(args.model) / "model_index.json").is_file():
+        print(f"error: {args.model} is not a diffusers pipeline folder (no model_index.json)", file=sys.stderr)
+        return 2
+    if args.source == "images" and not args.images_csv:
+        print("error: --source images needs --images-csv", file=sys.stderr)
+        return 2
+    if args.source != "images" and not args.prompts and args.num <= 0:
+        print("error: give --num (how many shapes prompts) or --prompts FILE", file=sys.stderr)
+        return 2
+    if args.batch_size <= 0 or args.shard_size <= 0:
+        print("error: --batch-size and --shard-size must be positive", file=sys.stderr)
+        return 2
+    try:
+        return run(args)
+    except (ValueError, FileNotFoundError, KeyError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,285 @@
+"""LADD training: `python -m ladd.train CONFIG [key=value ...]`, or `accelerate launch -m ladd.train CONFIG ...`.
+
+One iteration (paper Sec. 3 and Fig. 3, bottom row):
+  1. data       x0: the teacher's synthetic latents (`python -m ladd.synth`); the student's t from the discrete
+                schedule (warm-up p=[0,0,.5,.5], then p=[.7,.1,.1,.1]); x_t = (1-t) x0 + t eps
+  2. student    x0_hat = x_t - t F_student(x_t, t)
+  3. renoise    t_hat ~ logit-normal(m=1, s=1); fake = renoise(x0_hat, t_hat); real = renoise(x0, t_hat)
+  4. G step     the frozen teacher runs on `fake`; its image tokens after each block feed the heads; the
+                gradient of L_G flows through the teacher into the student (optional L_distill, free: the teacher's
+                own prediction on `fake` is its output); only the student is updated
+  5. D step     the teacher on `real` (no grad) and the G step's fake features (detached) feed the heads;
+                hinge loss (+ optional R1 on real features); only the heads are updated
+The teacher never changes: its parameters are frozen and it is not handed to any optimiser.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from diffusers import SD3Transformer2DModel
+from diffusers.training_utils import EMAModel
+from tqdm import tqdm
+
+from ladd.checkpoint import export_student, latest_checkpoint, load_checkpoint, save_checkpoint
+from ladd.conditioning import predict_velocity
+from ladd.config import load_config
+from ladd.data import LatentBuckets
+from ladd.discriminator import ADVERSARIAL_LOSSES, Discriminator, r1_penalty
+from ladd.features import TeacherFeatures
+from ladd.flow import add_noise, denoise, sample_logit_normal
+from ladd.logs import MetricsLog
+from ladd.losses import distillation_loss
+from ladd.pipelines import load_pipeline
+from ladd.schedule import StudentTimestepSchedule
+
+
+class TrainingError(RuntimeError):
+    """A condition that stops training with a one-line message (bad config, diverged run)."""
+
+
+# --- models -------------------------------------------------------------------------------------------------
+
+
+def load_teacher(teacher_dir: str) -> SD3Transformer2DModel:
+    teacher = load_pipeline(teacher_dir).transformer
+    return teacher.requires_grad_(False).eval()
+
+
+def init_student(cfg: dict, teacher: SD3Transformer2DModel) -> SD3Transformer2DModel:
+    """The student starts as a copy of the teacher, or (scaling study) as another pretrained model's transformer."""
+    student = load_teacher(cfg["student_from"]) if cfg["student_from"] else copy.deepcopy(teacher)
+    return student.requires_grad_(True).train()
+
+
+def build_discriminator(cfg: dict, features: TeacherFeatures, teacher) -> Discriminator:
+    d = cfg["discriminator"]
+    return Discriminator(
+        num_heads=len(features.blocks),
+        channels=features.channels,
+        pooled_dim=teacher.config.pooled_projection_dim,
+        cond_dim=d["cond_dim"],
+        hidden=d["hidden"],
+        cmap_dim=d["cmap_dim"],
+        use_spectral_norm=d["spectral_norm"],
+    )
+
+
+def warmup_schedule(optimizer, warmup: int):
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: min(1.0, (it + 1) / max(1, warmup)))
+
+
+# --- one LADD iteration -------------------------------------------------------------------------------------
+
+
+def teacher_forward(teacher, features: TeacherFeatures, noisy, t_hat, batch):
+    """Run the frozen teacher; return (per-block feature grids, its velocity output)."""
+    with features.capture():
+        velocity = predict_velocity(
+            teacher, noisy, t_hat, batch["prompt_embeds"], batch["pooled_prompt_embeds"], batch.get("image_latents")
+        )
+    return features.grids(*noisy.shape[-2:]), velocity
+
+
+def ladd_iteration(iteration: int, batch: dict, models: dict, optimizers: dict, cfg: dict, accelerator) -> dict:
+    student, teacher, features, disc = models["student"], models["teacher"], models["features"], models["disc"]
+    opt_g, opt_d = optimizers["g"], optimizers["d"]
+    d_loss_fn, g_loss_fn = ADVERSARIAL_LOSSES[cfg["discriminator"]["loss"]]
+    x0, pooled = batch["latents"], batch["pooled_prompt_embeds"]
+    n = len(x0)
+
+    # 1-3: student prediction from the discrete schedule, renoised at t_hat for the discriminator
+    t = models["schedule"].sample(n, iteration).to(x0.device, x0.dtype)
+    x_t = add_noise(x0, torch.randn_like(x0), t)
+    with accelerator.autocast():
+        x0_hat = denoise(x_t, t, predict_velocity(student, x_t, t, batch["prompt_embeds"], pooled,
+                                                  batch.get("image_latents")))
+    t_hat = sample_logit_normal(n, cfg["renoise"]["logit_mean"], cfg["renoise"]["logit_std"], device=x0.device)
+    t_hat = t_hat.to(x0.dtype)
+    fake = add_noise(x0_hat, torch.randn_like(x0), t_hat)
+    real = add_noise(x0, torch.randn_like(x0), t_hat)
+
+    # 4: generator step, through the frozen teacher
+    with accelerator.autocast():
+        fake_grids, teacher_velocity = teacher_forward(teacher, features, fake, t_hat, batch)
+        g_adv = g_loss_fn(disc(fake_grids, t_hat, pooled))
+        g_loss = g_adv
+        distill = torch.zeros((), device=x0.device)
+        if cfg["distill"]["weight"] > 0:
+            distill = distillation_loss(x0_hat, fake, t_hat, teacher_velocity)
+            g_loss = g_loss + cfg["distill"]["weight"] * distill
+    accelerator.backward(g_loss)
+    g_norm = accelerator.clip_grad_norm_(student.parameters(), cfg["max_grad_norm"])
+    g_ok = bool(torch.isfinite(g_norm))  # gradients are all-reduced, so every process agrees
+    if g_ok:
+        opt_g.step()
+        optimizers["g_schedule"].step()
+    opt_g.zero_grad(set_to_none=True)
+    opt_d.zero_grad(set_to_none=True)  # the G step also reached the heads; those gradients are not theirs
+
+    # 5: discriminator step on real features and the (detached) fake features
+    with torch.no_grad(), accelerator.autocast():
+        real_grids, _ = teacher_forward(teacher, features, real, t_hat, batch)
+    use_r1 = cfg["discriminator"]["r1_weight"] > 0 and iteration % cfg["discriminator"]["r1_every"] == 0
+    if use_r1:
+        real_grids = [g.detach().requires_grad_() for g in real_grids]
+    with accelerator.autocast():
+        # one heads call on real and fake together (one forward per backward keeps DDP simple)
+        both = disc([torch.cat([r, f.detach()]) for r, f in zip(real_grids, fake_grids)],
+                    torch.cat([t_hat, t_hat]), torch.cat([pooled, pooled]))
+        real_logits, fake_logits = [b[:n] for b in both], [b[n:] for b in both]
+        d_loss = d_loss_fn(real_logits, fake_logits)
+        r1 = torch.zeros((), device=x0.device)
+        if use_r1:
+            # lazy regularisation: every r1_every iterations, scaled up by the same factor
+            r1 = r1_penalty(real_logits, real_grids)
+            d_loss = d_loss + cfg["discriminator"]["r1_weight"] * cfg["discriminator"]["r1_every"] * r1
+    accelerator.backward(d_loss)
+    d_norm = accelerator.clip_grad_norm_(disc.parameters(), cfg["max_grad_norm"])
+    d_ok = bool(torch.isfinite(d_norm))
+    if d_ok:
+        opt_d.step()
+        optimizers["d_schedule"].step()
+    opt_d.zero_grad(set_to_none=True)
+
+    return {
+        "g_loss": g_adv.item(),
+        "distill": distill.item(),
+        "d_loss": d_loss.item(),
+        "r1": r1.item(),
+        "real_logit": torch.stack([r.mean() for r in real_logits]).mean().item(),
+        "fake_logit": torch.stack([f.mean() for f in fake_logits]).mean().item(),
+        "g_grad_norm": g_norm.item(),
+        "d_grad_norm": d_norm.item(),
+        "skipped": int(not (g_ok and d_ok)),
+    }
+
+
+# --- the run ------------------------------------------------------------------------------------------------
+
+
+def train(cfg: dict) -> Path:
+    # without a GPU, accelerate only joins the launcher's processes (MULTI_CPU over gloo) when told cpu=True
+    cpu = cfg["cpu"] or not torch.cuda.is_available()
+    accelerator = Accelerator(mixed_precision=cfg["mixed_precision"], cpu=cpu)
+    out = Path(cfg["out"])
+    set_seed(cfg["seed"])  # identical initialisation on every process
+
+    state = accelerator.state
+    accelerator.print(f"{state.num_processes} processes ({state.distributed_type.value}, {state.backend or 'no backend'})")
+    teacher = load_teacher(cfg["teacher"])
+    student = init_student(cfg, teacher)
+    features = TeacherFeatures(teacher, cfg["discriminator"]["blocks"] or None)
+    disc = build_discriminator(cfg, features, teacher)
+    if cfg["gradient_checkpointing"]:
+        student.enable_gradient_checkpointing()
+        teacher.enable_gradient_checkpointing()
+    data = LatentBuckets(cfg["data"])
+    s = cfg["student"]
+    schedule = StudentTimestepSchedule(tuple(s["timesteps"]), tuple(s["warmup_probs"]), tuple(s["probs"]),
+                                       s["switch_at"])
+
+    betas = tuple(cfg["adam_betas"])
+    opt_g = torch.optim.AdamW(student.parameters(), lr=s["lr"], betas=betas, weight_decay=0.0)
+    opt_d = torch.optim.AdamW(disc.parameters(), lr=cfg["discriminator"]["lr"], betas=betas, weight_decay=0.0)
+    g_schedule, d_schedule = warmup_schedule(opt_g, cfg["warmup"]), warmup_schedule(opt_d, cfg["warmup"])
+    student, disc, opt_g, opt_d, g_schedule, d_schedule = accelerator.prepare(
+        student, disc, opt_g, opt_d, g_schedule, d_schedule
+    )
+    teacher.to(accelerator.device)  # frozen: not prepared, so no wrapper, no optimiser, no gradient sync
+    unwrapped = accelerator.unwrap_model(student)
+    ema = EMAModel(unwrapped.parameters(), decay=s["ema_decay"])
+    ema.to(accelerator.device)
+
+    start = 0
+    resume = latest_checkpoint(out) if cfg["resume"] == "auto" else (Path(cfg["resume"]) if cfg["resume"] else None)
+    if resume is not None:
+        start = load_checkpoint(accelerator, resume, ema, unwrapped)
+        accelerator.print(f"resumed from {resume} at iteration {start}")
+    else:
+        set_seed(cfg["seed"] + accelerator.process_index)  # different noise on every process
+
+    models = {"student": student, "teacher": teacher, "features": features, "disc": disc, "schedule": schedule}
+    optimizers = {"g": opt_g, "d": opt_d, "g_schedule": g_schedule, "d_schedule": d_schedule}
+    info = {"teacher": str(cfg["teacher"]), "config": cfg}
+    log = MetricsLog(out / "metrics.csv", append=start > 0) if accelerator.is_main_process else None
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(cfg, indent=2))
+    skipped_in_a_row = 0
+    bar = tqdm(range(start, cfg["iterations"]), initial=start, total=cfg["iterations"], desc="ladd",
+               disable=not accelerator.is_main_process)
+    for iteration in bar:
+        began = time.time()
+        batch = data.batch(iteration, cfg["batch_size"], cfg["seed"], accelerator.process_index)
+        batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+        stats = ladd_iteration(iteration, batch, models, optimizers, cfg, accelerator)
+        if not stats["skipped"]:
+            ema.step(unwrapped.parameters())
+        skipped_in_a_row = skipped_in_a_row + 1 if stats["skipped"] else 0
+        if skipped_in_a_row > cfg["max_skipped"]:
+            raise TrainingError(f"{skipped_in_a_row} iterations in a row had non-finite gradients at iteration "
+                                f"{iteration}; lower the learning rates or restart from an earlier checkpoint")
+        done = iteration + 1
+        if log is not None and (iteration % cfg["log_every"] == 0 or done == cfg["iterations"]):
+            t_probs = schedule.probabilities(iteration)
+            log.write(iteration=iteration, seconds=time.time() - began, p_t1=t_probs[0], **stats)
+            bar.set_postfix(g=f"{stats['g_loss']:.3f}", d=f"{stats['d_loss']:.3f}")
+        if done % cfg["checkpoint_every"] == 0 or done == cfg["iterations"]:
+            save_checkpoint(accelerator, out, done, ema, unwrapped, info, keep=cfg["keep_checkpoints"])
+
+    final = out / "pipeline"
+    if accelerator.is_main_process:
+        exported = copy.deepcopy(unwrapped).eval()
+        ema.copy_to(exported.parameters())
+        final = export_student(cfg["teacher"], exported, cfg["export"] or final)
+        accelerator.print(f"student pipeline (EMA weights) saved to {final}")
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return final
+
+
+def check_config(cfg: dict) -> None:
+    for key in ("teacher", "student_from"):
+        if cfg[key] and not (Path(cfg[key]) / "model_index.json").is_file():
+            raise TrainingError(f"{key} = {cfg[key]!r} is not a diffusers pipeline folder (no model_index.json)")
+    if not Path(cfg["data"]).is_dir():
+        raise TrainingError(f"data folder {cfg['data']!r} not found; make it with "
+                            f"`python -m ladd.synth --model {cfg['teacher']} --out {cfg['data']} --num N`")
+    if cfg["discriminator"]["loss"] not in ADVERSARIAL_LOSSES:
+        raise TrainingError(f"discriminator.loss must be one of {sorted(ADVERSARIAL_LOSSES)}")
+    for name in ("iterations", "batch_size", "checkpoint_every", "log_every"):
+        if cfg[name] <= 0:
+            raise TrainingError(f"{name} must be positive, got {cfg[name]}")
+    if not math.isfinite(cfg["student"]["lr"]) or cfg["student"]["lr"] <= 0:
+        raise TrainingError("student.lr must be a positive number")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="LADD: distil an SD3-style teacher into a few-step student.")
+    parser.add_argument("config", help="TOML config, e.g. configs/ladd-shapes.toml")
+    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. iterations=100 student.lr=1e-5")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.overrides)
+        check_config(cfg)
+        StudentTimestepSchedule(tuple(cfg["student"]["timesteps"]), tuple(cfg["student"]["warmup_probs"]),
+                                tuple(cfg["student"]["probs"]), cfg["student"]["switch_at"])
+        train(cfg)
+    except (ValueError, FileNotFoundError, TrainingError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,172 @@
+"""LADD training on the smoke zoo: what one iteration touches, the whole CLI run, exact resume, two processes."""
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from accelerate import Accelerator
+from safetensors.torch import load_file
+
+from ladd.config import load_config
+from ladd.data import LatentBuckets
+from ladd.features import TeacherFeatures
+from ladd.paths import CONFIGS_DIR, REPO_ROOT
+from ladd.pipelines import load_pipeline
+from ladd.schedule import StudentTimestepSchedule
+from ladd.train import build_discriminator, init_student, ladd_iteration, load_teacher, main, warmup_schedule
+
+SMOKE_CONFIG = CONFIGS_DIR / "ladd-smoke.toml"
+
+
+def smoke_args(teacher, latents, out, *extra):
+    return [str(SMOKE_CONFIG), f"teacher={json.dumps(str(teacher))}", f"data={json.dumps(str(latents))}",
+            f"out={json.dumps(str(out))}", *extra]
+
+
+def snapshot(module):
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def test_one_iteration_updates_student_and_heads_but_never_the_teacher(smoke_teacher, smoke_latents):
+    cfg = load_config(SMOKE_CONFIG)
+    torch.manual_seed(0)
+    teacher = load_teacher(str(smoke_teacher))
+    student = init_student(cfg, teacher)
+    features = TeacherFeatures(teacher)
+    disc = build_discriminator(cfg, features, teacher)
+    teacher_before, student_before, disc_before = snapshot(teacher), snapshot(student), snapshot(disc)
+    opt_g = torch.optim.AdamW(student.parameters(), lr=1e-3)
+    opt_d = torch.optim.AdamW(disc.parameters(), lr=1e-3)
+    models = {"student": student, "teacher": teacher, "features": features, "disc": disc,
+              "schedule": StudentTimestepSchedule(switch_at=0)}
+    optimizers = {"g": opt_g, "d": opt_d, "g_schedule": warmup_schedule(opt_g, 1), "d_schedule": warmup_schedule(opt_d, 1)}
+    batch = LatentBuckets(smoke_latents).batch(0, 4, seed=0)
+    stats = ladd_iteration(0, batch, models, optimizers, cfg, Accelerator(cpu=True))
+    assert stats["g_grad_norm"] > 0 and stats["d_grad_norm"] > 0 and not stats["skipped"]
+    assert all(torch.equal(v, teacher.state_dict()[k]) for k, v in teacher_before.items())
+    assert all(p.grad is None and not p.requires_grad for p in teacher.parameters())
+    assert any(not torch.equal(v, student.state_dict()[k]) for k, v in student_before.items())
+    assert any(not torch.equal(v, disc.state_dict()[k]) for k, v in disc_before.items())
+
+
+def test_generator_gradient_flows_through_the_teacher_into_the_student(smoke_teacher, smoke_latents):
+    """Only the adversarial loss, no distillation: the student's gradient can only come through the teacher."""
+    cfg = load_config(SMOKE_CONFIG)
+    teacher = load_teacher(str(smoke_teacher))
+    student = init_student(cfg, teacher)
+    features = TeacherFeatures(teacher)
+    disc = build_discriminator(cfg, features, teacher)
+    batch = LatentBuckets(smoke_latents).batch(0, 2, seed=0)
+    x0 = torch.randn_like(batch["latents"]).requires_grad_()
+    with features.capture():
+        teacher(hidden_states=x0, encoder_hidden_states=batch["prompt_embeds"],
+                pooled_projections=batch["pooled_prompt_embeds"], timestep=torch.full((2,), 700.0))
+    logits = disc(features.grids(*x0.shape[-2:]), torch.full((2,), 0.7), batch["pooled_prompt_embeds"])
+    torch.stack([l.mean() for l in logits]).sum().backward()
+    assert x0.grad is not None and x0.grad.abs().sum() > 0
+
+
+def tree_digest(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
+def test_cli_run_checkpoints_logs_and_exports_a_4_step_student(smoke_teacher, smoke_latents, tmp_path):
+    teacher_digest = tree_digest(smoke_teacher)
+    assert main(smoke_args(smoke_teacher, smoke_latents, tmp_path / "run")) == 0
+    run = tmp_path / "run"
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-000003", "step-000006"]
+    rows = (run / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 1 + 6 and rows[0].startswith("iteration,")
+    assert tree_digest(smoke_teacher) == teacher_digest  # the teacher folder is never written
+
+    pipe = load_pipeline(run / "pipeline")
+    exported = load_file(str(run / "pipeline" / "transformer" / "diffusion_pytorch_model.safetensors"))
+    ema = load_file(str(run / "checkpoints" / "step-000006" / "ema.safetensors"))
+    teacher = load_file(str(smoke_teacher / "transformer" / "diffusion_pytorch_model.safetensors"))
+    assert all(torch.equal(exported[k], ema[k]) for k in ema)  # the export is the student's EMA ...
+    assert any(not torch.equal(exported[k], teacher[k]) for k in teacher)  # ... not the teacher
+    pipe.scheduler.set_timesteps(4)
+    assert pipe.scheduler.sigmas.tolist() == pytest.approx([1.0, 0.75, 0.5, 0.25, 0.0])
+    assert pipe.scheduler.config.stochastic_sampling
+    defaults = json.loads((run / "pipeline" / "sampling_defaults.json").read_text())
+    assert defaults["num_inference_steps"] == 4 and defaults["guidance_scale"] == 0.0
+
+
+def test_checkpoint_loads_as_a_sampling_pipeline(smoke_teacher, smoke_latents, tmp_path):
+    from ladd.checkpoint import load_student_pipeline
+
+    assert main(smoke_args(smoke_teacher, smoke_latents, tmp_path / "run", "iterations=3")) == 0
+    pipe = load_student_pipeline(tmp_path / "run" / "checkpoints" / "step-000003")
+    image = pipe("a red circle", num_inference_steps=4, guidance_scale=0.0, max_sequence_length=0,
+                 generator=torch.Generator().manual_seed(0)).images[0]
+    assert image.size == (64, 64)
+
+
+def test_kill_and_resume_matches_an_uninterrupted_run(smoke_teacher, smoke_latents, tmp_path):
+    iterations = ["iterations=40", "checkpoint_every=4", "keep_checkpoints=100", "log_every=100"]
+    assert main(smoke_args(smoke_teacher, smoke_latents, tmp_path / "straight", *iterations)) == 0
+
+    killed = tmp_path / "killed"
+    command = [sys.executable, "-m", "ladd.train", *smoke_args(smoke_teacher, smoke_latents, killed, *iterations)]
+    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (killed / "checkpoints" / "step-000008" / "ladd_checkpoint.json").exists():
+        assert process.poll() is None and time.time() < deadline, "training ended before it could be killed"
+        time.sleep(0.01)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (killed / "checkpoints" / "step-000040").exists()  # really killed mid-run
+    assert main(smoke_args(smoke_teacher, smoke_latents, killed, *iterations)) == 0
+
+    for name in ("model.safetensors", "model_1.safetensors", "ema.safetensors"):
+        a = load_file(str(tmp_path / "straight" / "checkpoints" / "step-000040" / name))
+        b = load_file(str(killed / "checkpoints" / "step-000040" / name))
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def test_non_finite_iterations_are_skipped_then_stop_the_run(smoke_teacher, smoke_latents, tmp_path, capsys):
+    # a learning rate of 1e30 blows the student up within a couple of iterations
+    args = smoke_args(smoke_teacher, smoke_latents, tmp_path / "nan", "student.lr=1e30", "max_grad_norm=1e38",
+                      "max_skipped=1", "iterations=30", "checkpoint_every=100")
+    assert main(args) == 2
+    assert "non-finite" in capsys.readouterr().err
+    log = (tmp_path / "nan" / "metrics.csv").read_text().splitlines()
+    assert any(row.endswith(",1") for row in log[1:])  # skipped iterations are logged
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [("teacher=\"/nonexistent\"", "not a diffusers pipeline"), ("data=\"/nonexistent\"", "ladd.synth"),
+     ("iterations=0", "positive"), ("student.probs=[0.5, 0.5]", "probs"), ("nope=1", "unknown config key")],
+)
+def test_bad_configs_are_one_line_errors(smoke_teacher, smoke_latents, tmp_path, capsys, override, message):
+    assert main(smoke_args(smoke_teacher, smoke_latents, tmp_path / "bad", override)) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+def test_two_cpu_processes_train_with_gloo(smoke_teacher, smoke_latents, tmp_path):
+    """`accelerate launch --cpu` starts a single process in accelerate 1.x; `--multi_gpu` on a machine without GPUs
+    starts torchrun workers that train as MULTI_CPU over gloo."""
+    out = tmp_path / "ddp"
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "-m", "ladd.train", *smoke_args(smoke_teacher, smoke_latents, out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 processes (MULTI_CPU, gloo)" in result.stdout
+    checkpoint = out / "checkpoints" / "step-000006"
+    assert (checkpoint / "random_states_0.pkl").exists() and (checkpoint / "random_states_1.pkl").exists()
+    assert (out / "pipeline" / "model_index.json").exists()
