@@ -148,7 +148,7 @@ def run(args) -> int:
                                          max_sequence_length)
             elif args.source == "render":
                 pixels = torch.stack([
-                    torch.from_numpy(np.asarray(render_prompt(p, s, width, height))).permute(2, 0, 1)
+                    torch.from_numpy(np.array(render_prompt(p, s, width, height))).permute(2, 0, 1)
                     for p, s in zip(batch_prompts, seeds)
                 ]).float() / 127.5 - 1
                 batch = encode_images(pipe.vae, pixels)
