@@ -51,8 +51,13 @@ def atomic_write(path: str | Path, write) -> None:
         raise
 
 
+# zlib level 1: lossless like any level, about 4x faster to encode than Pillow's default 6 on 1024 px images
+# (measured 56 ms vs 229 ms) for files about a quarter larger; encoding would otherwise rival a few-step model.
+PNG_COMPRESS_LEVEL = 1
+
+
 def save_image(image, path: str | Path) -> None:
-    atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
+    atomic_write(path, lambda tmp: image.save(tmp, format="PNG", compress_level=PNG_COMPRESS_LEVEL))
 
 
 def write_json(path: str | Path, data: dict) -> None:
@@ -89,6 +94,41 @@ class Journal:
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
+
+
+class BatchWriter:
+    """Saves each batch's PNGs, then appends its journal rows, on one background thread.
+
+    PNG encoding (Pillow releases the GIL) then overlaps the next batch's denoising instead of adding to it. One
+    worker keeps the order "images, then their rows", so the journal never names an image that is not on disk; at
+    most `max_pending` batches wait in memory. `close()` waits for every write and re-raises a writer error.
+    """
+
+    def __init__(self, journal: Journal, max_pending: int = 2):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.journal = journal
+        self.max_pending = max_pending
+        self.pending = []
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bench-writer")
+
+    def _write(self, images: list[tuple], rows: list[dict]) -> None:
+        for image, path in images:
+            save_image(image, path)
+        self.journal.append(rows)
+
+    def submit(self, images: list[tuple], rows: list[dict]) -> None:
+        while len(self.pending) >= self.max_pending:
+            self.pending.pop(0).result()
+        self.pending.append(self.executor.submit(self._write, images, rows))
+
+    def close(self) -> None:
+        try:
+            for future in self.pending:
+                future.result()
+        finally:
+            self.pending = []
+            self.executor.shutdown(wait=True)
 
 
 def _json_default(value):

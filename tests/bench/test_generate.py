@@ -59,7 +59,7 @@ def test_each_image_gets_its_own_generator():
             seen["prompt"] = prompt
             return type("Out", (), {"images": [Image.new("RGB", (width, height))] * len(prompt)})
 
-    run_batch(Recorder(), p.iloc[:2], {}, run_dir=None, mask_policy="mixed")
+    run_batch(Recorder(), p.iloc[:2].to_dict("records"), {}, run_dir=None, mask_policy="mixed")
     for noise, seed in zip(seen["noise"], p["seed"].iloc[:2]):
         assert torch.equal(noise, torch.randn(4, generator=torch.Generator().manual_seed(int(seed))))
     assert seen["prompt"] == ["a red circle", "two blue squares"]
