@@ -45,25 +45,23 @@ def call_parameters(pipe) -> dict[str, inspect.Parameter]:
 def resolve_call_kwargs(pipe, defaults: dict, steps: int | None = None, guidance: float | None = None) -> dict:
     """The pipeline call arguments: the model's defaults, overridden by --steps / --guidance.
 
-    A folder's defaults may pin `sigmas` (the LADD student's [1, .75, .5, .25]). A different --steps on a
-    stochastic (consistency) scheduler switches to `ladd.sampling`'s sigmas for that many steps; on any other
-    scheduler the pinned sigmas are dropped and the scheduler spaces `num_inference_steps` itself.
+    --steps on a stochastic (consistency) scheduler — a LADD student — samples at the student's own timesteps for
+    that many steps (`ladd.sampling.scheduler_for_steps`: 1, 2 or 4 steps), not at a respaced schedule. On any
+    other scheduler, sigmas pinned by the defaults are dropped and the scheduler spaces `num_inference_steps`.
     """
     kwargs = dict(defaults)
     if guidance is not None:
         kwargs["guidance_scale"] = float(guidance)
     if steps is not None:
-        sigmas = kwargs.get("sigmas")
-        if sigmas is not None and len(sigmas) != steps:
-            if pipe.scheduler.config.get("stochastic_sampling"):
-                from ladd.sampling import scheduler_for_steps
+        if pipe.scheduler.config.get("stochastic_sampling"):
+            from ladd.sampling import scheduler_for_steps
 
-                try:
-                    pipe.scheduler, kwargs["sigmas"] = scheduler_for_steps(pipe.scheduler, steps)
-                except ValueError as error:
-                    raise BenchError(f"--steps {steps}: {error}") from None
-            else:
-                kwargs.pop("sigmas")
+            try:
+                pipe.scheduler, kwargs["sigmas"] = scheduler_for_steps(pipe.scheduler, steps)
+            except ValueError as error:
+                raise BenchError(f"--steps {steps}: {error}") from None
+        else:
+            kwargs.pop("sigmas", None)
         kwargs["num_inference_steps"] = int(steps)
     accepted = call_parameters(pipe)
     unknown = [k for k in kwargs if k not in accepted]

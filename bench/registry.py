@@ -296,6 +296,25 @@ def checkpoint_info(spec: ModelSpec) -> dict:
         return {}
 
 
+def _transformer_depth(pipeline_dir: str | Path) -> int | None:
+    config = Path(pipeline_dir) / "transformer" / "config.json"
+    try:
+        return json.loads(config.read_text()).get("num_layers")
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def checkpoint_tags(spec: ModelSpec) -> dict:
+    """Tags a LADD checkpoint implies (for ablation tables): student and teacher depth, training iteration."""
+    info = checkpoint_info(spec)
+    if not info:
+        return {}
+    tags = {"student_depth": (info.get("student_config") or {}).get("num_layers"),
+            "teacher_depth": _transformer_depth(info["teacher"]) if info.get("teacher") else None,
+            "iteration": info.get("iteration")}
+    return {**{k: v for k, v in tags.items() if v is not None}, **(info.get("tags") or {})}
+
+
 def format_table(rows: list[dict]) -> str:
     """Left-aligned plain-text columns (no extra dependency)."""
     columns = list(rows[0])

@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     state = process_state()
     from bench.generate import (default_size, effective_guidance, effective_steps, generate, make_batches,
                                 plan_images, recovered_rows, resolve_call_kwargs, shard_batches)
-    from bench.registry import checkpoint_info, load_model
+    from bench.registry import checkpoint_info, checkpoint_tags, load_model
     from bench.runfolder import Journal, merge_manifest, remove_temporaries
 
     pipe = load_model(spec, state.device)
@@ -265,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
             "call_kwargs": call_kwargs,
             "pipeline": type(pipe).__name__,
             "scheduler": {"class": type(pipe.scheduler).__name__, **dict(pipe.scheduler.config)},
-            "tags": {**previous.get("tags", {}), **checkpoint_info(spec).get("tags", {}), **dict(args.tag)},
+            "tags": {**previous.get("tags", {}), **checkpoint_tags(spec), **dict(args.tag)},
             "checkpoint": checkpoint_info(spec) or None,
             "identity": identity,
             "num_processes": state.num_processes,

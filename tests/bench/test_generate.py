@@ -84,6 +84,9 @@ def test_steps_override_on_a_consistency_scheduler_uses_ladd_sigmas(tiny_pipelin
     with pytest.raises(BenchError, match="--steps 3"):
         resolve_call_kwargs(pipe, defaults, steps=3)
     assert resolve_call_kwargs(pipe, defaults, steps=4)["sigmas"] == [1.0, 0.75, 0.5, 0.25]
+    # an exported student pins no sigmas (its scheduler spaces 4 steps itself); --steps 2 still means [1, .5]
+    assert resolve_call_kwargs(pipe, {"num_inference_steps": 4}, steps=2)["sigmas"] == [1.0, 0.5]
+    assert "sigmas" not in resolve_call_kwargs(pipe, {"num_inference_steps": 4})
 
 
 def test_steps_override_drops_pinned_sigmas_on_other_schedulers(tiny_pipeline_dir):

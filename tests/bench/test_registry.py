@@ -57,7 +57,9 @@ def test_local_pipeline_folder_uses_its_sampling_defaults(tiny_pipeline_dir):
 def test_checkpoint_folder_is_loaded_through_ladd_checkpoint(tmp_path, tiny_pipeline_dir, monkeypatch):
     folder = tmp_path / "step-1000"
     folder.mkdir()
-    (folder / "ladd_checkpoint.json").write_text(json.dumps({"step": 1000, "tags": {"student_depth": 1}}))
+    record = {"iteration": 1000, "teacher": str(tiny_pipeline_dir), "student_config": {"num_layers": 2},
+              "tags": {"generator_depth": 1}}
+    (folder / "ladd_checkpoint.json").write_text(json.dumps(record))
     calls = []
 
     def load_student_pipeline(path):
@@ -72,7 +74,8 @@ def test_checkpoint_folder_is_loaded_through_ladd_checkpoint(tmp_path, tiny_pipe
     assert spec.kind == "checkpoint"
     load_model(spec)
     assert calls == [str(folder.resolve())]
-    assert registry.checkpoint_info(spec)["tags"] == {"student_depth": 1}
+    assert registry.checkpoint_tags(spec) == {"student_depth": 2, "teacher_depth": 1, "iteration": 1000,
+                                              "generator_depth": 1}
 
 
 def test_unknown_model_and_bad_folder():

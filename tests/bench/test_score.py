@@ -137,3 +137,38 @@ def test_scores_of_other_suites_are_kept(tmp_path):
 def test_not_a_run_folder(tmp_path):
     with pytest.raises(BenchError, match="not a run folder"):
         score_run(tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The command line
+
+
+def score_cli(monkeypatch, capsys, *argv):
+    import sys
+
+    from bench.errors import run_cli
+    from bench.score import main
+
+    monkeypatch.setattr(sys, "argv", ["python -m bench.score", *map(str, argv)])
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(main, "python -m bench.score")
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.out, captured.err
+
+
+def test_score_command_with_a_hugging_face_clip(tmp_path, tiny_clip_dir, monkeypatch, capsys):
+    write_run(tmp_path, "drawbench", [{"prompt": "A red colored car.", "category": "Colors", "image": solid(RED)},
+                                      {"prompt": "Two cats.", "category": "Counting", "image": solid(GREEN)}])
+    code, out, _ = score_cli(monkeypatch, capsys, tmp_path, "--clip", tiny_clip_dir)
+    assert code == 0 and "Colors" in out and "clip_score" in out
+    scores = json.loads((tmp_path / "scores.json").read_text())["drawbench"]
+    assert scores["clip_backbone"] == str(tiny_clip_dir) and -1 <= scores["clip_score"] <= 1
+
+
+def test_score_command_errors_are_one_line(tmp_path, offline, monkeypatch, capsys):
+    code, _, err = score_cli(monkeypatch, capsys, tmp_path / "nothing")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "not a run folder" in err
+    write_run(tmp_path, "drawbench", [{"prompt": "red", "category": "Colors", "image": solid(RED)}])
+    code, _, err = score_cli(monkeypatch, capsys, tmp_path)  # the paper's ViT-g-14 is not on disk
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "ViT-g-14" in err
+    assert not (tmp_path / "scores.json").exists()
