@@ -110,7 +110,6 @@ def stochastic_pipe(tiny_pipeline_dir):
     from ladd.pipelines import load_pipeline
     from ladd.sampling import consistency_scheduler_config
 
-    torch.set_num_threads(1)
     pipe = load_pipeline(tiny_pipeline_dir)
     pipe.scheduler = FlowMatchEulerDiscreteScheduler.from_config(consistency_scheduler_config(pipe.scheduler.config))
     pipe.set_progress_bar_config(disable=True)
