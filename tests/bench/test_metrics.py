@@ -200,3 +200,54 @@ def test_cached_paper_clip_file_is_found_without_network(offline):
     weights.parent.mkdir(parents=True)
     weights.write_bytes(b"not really weights")
     assert CLIPChoice(None).check() == str(weights)
+
+
+def test_open_clip_backbone_on_a_tiny_registered_config(tmp_path):
+    """The open_clip path of the paper's CLIP score (ViT-g-14 itself is 1.4 B parameters), on a tiny config."""
+    import json
+
+    import open_clip
+
+    from bench.backbones import OpenCLIPBackbone
+
+    config = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16,
+                                              "head_width": 16},
+              "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1}}
+    (tmp_path / "bench-test-tiny-clip.json").write_text(json.dumps(config))
+    open_clip.add_model_config(tmp_path / "bench-test-tiny-clip.json")
+    model, _, preprocess = open_clip.create_model_and_transforms("bench-test-tiny-clip")
+    torch.save(model.state_dict(), tmp_path / "open_clip_pytorch_model.bin")
+
+    backbone = OpenCLIPBackbone(tmp_path / "open_clip_pytorch_model.bin", model_name="bench-test-tiny-clip")
+    image = solid(RED, (64, 48))
+    long_prompt = "a very long prompt " * 40  # > 77 tokens: truncated, as the paper's CLIP score does
+    with torch.no_grad():
+        expected_image = torch.nn.functional.normalize(model.eval().encode_image(preprocess(image)[None]), dim=-1)
+    np.testing.assert_allclose(backbone.encode_images([image]).numpy(), expected_image.numpy(), atol=1e-5)
+    assert backbone.encode_texts([long_prompt, "red"]).shape == (2, 16)
+    assert CLIPChoice(tmp_path / "open_clip_pytorch_model.bin").check().endswith("open_clip_pytorch_model.bin")
+
+
+def test_fid_reads_inception_weights_from_torch_home(offline, monkeypatch):
+    """torchmetrics builds its Inception from the file in $TORCH_HOME/hub/checkpoints, without a download.
+
+    The file here holds randomly initialised weights in torch-fidelity's layout (the real ones cannot be fetched in
+    tests), so only the plumbing is checked, not FID values."""
+    import socket
+    from unittest import mock
+
+    import torch_fidelity.feature_extractor_inceptionv3 as inception
+
+    with mock.patch.object(inception, "load_state_dict_from_url", lambda *a, **k: None), \
+            mock.patch.object(torch.nn.Module, "load_state_dict", lambda self, state, strict=True: None):
+        random_net = inception.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+    checkpoints = offline / "torch-home" / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    torch.save(random_net.state_dict(), checkpoints / "weights-inception-2015-12-05-6726825d.pth")
+
+    monkeypatch.setattr(socket.socket, "connect", mock.Mock(side_effect=AssertionError("network access")))
+    metric = fid()
+    images = torch.randint(0, 255, (3, 3, 64, 64), dtype=torch.uint8)
+    metric.update(images, real=True)
+    metric.update(images.flip(0), real=False)
+    assert math.isfinite(float(metric.compute()))
