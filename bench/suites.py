@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import json
-import re
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass

@@ -4,10 +4,8 @@ import json
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from bench import suites
-from tests.bench.conftest import rle_of
 from bench.errors import BenchError
 from bench.suites import (SuiteDataError, decode_rle_mask, load_suite, match_key, read_coco_captions, read_drawbench,
                           read_parti, read_parti128, read_pie_bench, read_prompts_file, read_shapes)
