@@ -113,6 +113,12 @@ def _value(metric) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def _distance(metric) -> float | None:
+    """A Fréchet distance: ≥ 0 by definition; float64 round-off can leave -1e-12 for identical sets."""
+    value = _value(metric)
+    return None if value is None else max(value, 0.0)
+
+
 def score_text_to_image(rows: pd.DataFrame, run_dir: Path, suite: str, scorers: Scorers):
     from bench.metrics import CLIPScore, FrechetCLIPDistance, ShapesAccuracy
 
@@ -140,7 +146,7 @@ def score_text_to_image(rows: pd.DataFrame, run_dir: Path, suite: str, scorers: 
     if shapes:
         per_image["correct"] = accuracy.sample_scores().numpy()
         per_image["check_score"] = accuracy.check_scores().numpy()
-        summary = {"accuracy": _value(accuracy), **summary, "fd_clip": _value(frechet),
+        summary = {"accuracy": _value(accuracy), **summary, "fd_clip": _distance(frechet),
                    "check_score": float(per_image["check_score"].mean())}
     summary["clip_backbone"] = scorers.clip_label(suite)
     return summary, per_image, "category"
@@ -177,7 +183,7 @@ def score_inpainting(rows: pd.DataFrame, run_dir: Path, suite: str, scorers: Sco
             frechet.update(pil_to_uint8([outputs[p] for p in positions]), real=False)
             frechet.update(pil_to_uint8([originals[p] for p in positions]), real=True)
     per_image = pd.DataFrame({"lpips": lpips.sample_scores().numpy()}, index=rows.index)
-    return {"fid": _value(frechet), "lpips": _value(lpips)}, per_image, "mask_policy"
+    return {"fid": _distance(frechet), "lpips": _value(lpips)}, per_image, "mask_policy"
 
 
 SCORERS = {TEXT_TO_IMAGE: score_text_to_image, EDITING: score_editing, INPAINTING: score_inpainting}
