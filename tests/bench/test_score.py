@@ -2,6 +2,7 @@
 
 import json
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -172,3 +173,28 @@ def test_score_command_errors_are_one_line(tmp_path, offline, monkeypatch, capsy
     code, _, err = score_cli(monkeypatch, capsys, tmp_path)  # the paper's ViT-g-14 is not on disk
     assert code == 2 and len(err.strip().splitlines()) == 1 and "ViT-g-14" in err
     assert not (tmp_path / "scores.json").exists()
+
+
+@pytest.mark.skipif(not (Path(__file__).resolve().parents[2] / "models" / "shapes-clip" / "config.json").is_file(),
+                    reason="the trained shapes CLIP (models/shapes-clip) is not built yet")
+def test_trained_shapes_clip_separates_matching_from_shuffled_prompts(tmp_path):
+    """With the real shapes CLIP: ground-truth renders score high on their own prompts, low on shuffled ones."""
+    import random
+
+    from ladd.shapes.heldout import load_heldout
+    from ladd.shapes.render import render_prompt
+
+    heldout = load_heldout().groupby("category").head(8)
+    prompts = list(heldout["prompt"])
+    shuffled = prompts[:]
+    random.Random(0).shuffle(shuffled)
+    results = {}
+    for name, texts in (("truth", prompts), ("shuffled", shuffled)):
+        run_dir = tmp_path / name
+        write_run(run_dir, "shapes", [
+            {"prompt": text, "category": category, "image": render_prompt(drawn, seed, int(w), int(h))}
+            for seed, (text, drawn, category, w, h) in enumerate(zip(texts, prompts, heldout["category"],
+                                                                    heldout["width"], heldout["height"]))])
+        results[name] = score_run(run_dir)["shapes"]
+    assert results["truth"]["accuracy"] == 1.0
+    assert results["truth"]["clip_score"] > results["shuffled"]["clip_score"] + 0.3
