@@ -232,6 +232,7 @@ def build(cfg: dict, out_dir: Path, work_dir: Path) -> dict:
     if "vae" in stages:
         shift, scaling = measure_latent_scaling(encoded)
         vae.register_to_config(shift_factor=shift, scaling_factor=scaling)
+        vae.save_pretrained(work_dir / "vae")  # usable (e.g. to inspect teacher snapshots) before the build ends
     timings["encode"] = (time.time() - start) / 60
     report["latent_scaling"] = {"shift_factor": vae.config.shift_factor, "scaling_factor": vae.config.scaling_factor}
 
