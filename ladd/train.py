@@ -78,6 +78,29 @@ def warmup_schedule(optimizer, warmup: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: min(1.0, (it + 1) / max(1, warmup)))
 
 
+def student_schedule(cfg: dict) -> StudentTimestepSchedule:
+    s = cfg["student"]
+    return StudentTimestepSchedule(tuple(s["timesteps"]), tuple(s["warmup_probs"]), tuple(s["probs"]), s["switch_at"])
+
+
+def build_training(cfg: dict) -> dict:
+    """Teacher, student, feature hooks, heads, timestep schedule, and both optimisers with their LR schedules."""
+    teacher = load_teacher(cfg["teacher"])
+    student = init_student(cfg, teacher)
+    features = TeacherFeatures(teacher, cfg["discriminator"]["blocks"] or None)
+    disc = build_discriminator(cfg, features, teacher)
+    if cfg["gradient_checkpointing"]:
+        student.enable_gradient_checkpointing()
+        teacher.enable_gradient_checkpointing()
+    schedule = student_schedule(cfg)
+    betas = tuple(cfg["adam_betas"])
+    opt_g = torch.optim.AdamW(student.parameters(), lr=cfg["student"]["lr"], betas=betas, weight_decay=0.0)
+    opt_d = torch.optim.AdamW(disc.parameters(), lr=cfg["discriminator"]["lr"], betas=betas, weight_decay=0.0)
+    return {"teacher": teacher, "student": student, "features": features, "disc": disc, "schedule": schedule,
+            "g": opt_g, "d": opt_d, "g_schedule": warmup_schedule(opt_g, cfg["warmup"]),
+            "d_schedule": warmup_schedule(opt_d, cfg["warmup"])}
+
+
 # --- one LADD iteration -------------------------------------------------------------------------------------
 
 
@@ -176,28 +199,17 @@ def train(cfg: dict) -> Path:
 
     state = accelerator.state
     accelerator.print(f"{state.num_processes} processes ({state.distributed_type.value}, {state.backend or 'no backend'})")
-    teacher = load_teacher(cfg["teacher"])
-    student = init_student(cfg, teacher)
-    features = TeacherFeatures(teacher, cfg["discriminator"]["blocks"] or None)
-    disc = build_discriminator(cfg, features, teacher)
-    if cfg["gradient_checkpointing"]:
-        student.enable_gradient_checkpointing()
-        teacher.enable_gradient_checkpointing()
+    parts = build_training(cfg)
+    teacher, features, schedule = parts["teacher"], parts["features"], parts["schedule"]
+    student, disc = parts["student"], parts["disc"]
+    opt_g, opt_d, g_schedule, d_schedule = parts["g"], parts["d"], parts["g_schedule"], parts["d_schedule"]
     data = LatentBuckets(cfg["data"])
-    s = cfg["student"]
-    schedule = StudentTimestepSchedule(tuple(s["timesteps"]), tuple(s["warmup_probs"]), tuple(s["probs"]),
-                                       s["switch_at"])
-
-    betas = tuple(cfg["adam_betas"])
-    opt_g = torch.optim.AdamW(student.parameters(), lr=s["lr"], betas=betas, weight_decay=0.0)
-    opt_d = torch.optim.AdamW(disc.parameters(), lr=cfg["discriminator"]["lr"], betas=betas, weight_decay=0.0)
-    g_schedule, d_schedule = warmup_schedule(opt_g, cfg["warmup"]), warmup_schedule(opt_d, cfg["warmup"])
     student, disc, opt_g, opt_d, g_schedule, d_schedule = accelerator.prepare(
         student, disc, opt_g, opt_d, g_schedule, d_schedule
     )
     teacher.to(accelerator.device)  # frozen: not prepared, so no wrapper, no optimiser, no gradient sync
     unwrapped = accelerator.unwrap_model(student)
-    ema = EMAModel(unwrapped.parameters(), decay=s["ema_decay"])
+    ema = EMAModel(unwrapped.parameters(), decay=cfg["student"]["ema_decay"])
     ema.to(accelerator.device)
 
     start = 0
@@ -262,6 +274,7 @@ def check_config(cfg: dict) -> None:
             raise TrainingError(f"{name} must be positive, got {cfg[name]}")
     if not math.isfinite(cfg["student"]["lr"]) or cfg["student"]["lr"] <= 0:
         raise TrainingError("student.lr must be a positive number")
+    student_schedule(cfg)  # raises on malformed probabilities
 
 
 def main(argv=None) -> int:
@@ -272,8 +285,6 @@ def main(argv=None) -> int:
     try:
         cfg = load_config(args.config, args.overrides)
         check_config(cfg)
-        StudentTimestepSchedule(tuple(cfg["student"]["timesteps"]), tuple(cfg["student"]["warmup_probs"]),
-                                tuple(cfg["student"]["probs"]), cfg["student"]["switch_at"])
         train(cfg)
     except (ValueError, FileNotFoundError, TrainingError) as error:
         print(f"error: {error}", file=sys.stderr)

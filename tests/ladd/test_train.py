@@ -19,8 +19,7 @@ from ladd.data import LatentBuckets
 from ladd.features import TeacherFeatures
 from ladd.paths import CONFIGS_DIR, REPO_ROOT
 from ladd.pipelines import load_pipeline
-from ladd.schedule import StudentTimestepSchedule
-from ladd.train import build_discriminator, init_student, ladd_iteration, load_teacher, main, warmup_schedule
+from ladd.train import build_discriminator, build_training, init_student, ladd_iteration, load_teacher, main
 
 SMOKE_CONFIG = CONFIGS_DIR / "ladd-smoke.toml"
 
@@ -35,18 +34,14 @@ def snapshot(module):
 
 
 def test_one_iteration_updates_student_and_heads_but_never_the_teacher(smoke_teacher, smoke_latents):
-    cfg = load_config(SMOKE_CONFIG)
+    cfg = load_config(SMOKE_CONFIG, [f"teacher={json.dumps(str(smoke_teacher))}", "student.switch_at=0",
+                                      "student.lr=1e-3", "discriminator.lr=1e-3", "warmup=1"])
     torch.manual_seed(0)
-    teacher = load_teacher(str(smoke_teacher))
-    student = init_student(cfg, teacher)
-    features = TeacherFeatures(teacher)
-    disc = build_discriminator(cfg, features, teacher)
+    parts = build_training(cfg)
+    teacher, student, disc = parts["teacher"], parts["student"], parts["disc"]
     teacher_before, student_before, disc_before = snapshot(teacher), snapshot(student), snapshot(disc)
-    opt_g = torch.optim.AdamW(student.parameters(), lr=1e-3)
-    opt_d = torch.optim.AdamW(disc.parameters(), lr=1e-3)
-    models = {"student": student, "teacher": teacher, "features": features, "disc": disc,
-              "schedule": StudentTimestepSchedule(switch_at=0)}
-    optimizers = {"g": opt_g, "d": opt_d, "g_schedule": warmup_schedule(opt_g, 1), "d_schedule": warmup_schedule(opt_d, 1)}
+    models = {k: parts[k] for k in ("student", "teacher", "features", "disc", "schedule")}
+    optimizers = {k: parts[k] for k in ("g", "d", "g_schedule", "d_schedule")}
     batch = LatentBuckets(smoke_latents).batch(0, 4, seed=0)
     stats = ladd_iteration(0, batch, models, optimizers, cfg, Accelerator(cpu=True))
     assert stats["g_grad_norm"] > 0 and stats["d_grad_norm"] > 0 and not stats["skipped"]

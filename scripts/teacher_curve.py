@@ -1,0 +1,96 @@
+"""Shapes teacher: held-out accuracy against training time, and the final teacher with and without guidance.
+
+    python scripts/teacher_curve.py [--teacher models/shapes-sd3] [--snapshots results/zoo-build/shapes-sd3-snapshots]
+
+Every EMA snapshot the build saved is put into a copy of the teacher pipeline and benchmarked by `bench.run` on the
+shapes suite (256 held-out prompts; 50 steps with the teacher's CFG scale). The final teacher is also run with
+guidance off. Prints a markdown table and writes docs/img/teacher-curve.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+from diffusers import SD3Transformer2DModel
+from safetensors.torch import load_file
+
+from bench.run import main as bench_run
+from ladd.paths import REPO_ROOT, RESULTS_DIR
+
+CATEGORIES = ["single", "two_object", "counting", "size"]
+
+
+def snapshot_pipeline(teacher: Path, weights: Path, out: Path) -> Path:
+    """A pipeline folder identical to the teacher's except for the transformer weights."""
+    if not out.exists():
+        shutil.copytree(teacher, out, ignore=shutil.ignore_patterns("transformer"))
+        transformer = SD3Transformer2DModel.from_pretrained(teacher / "transformer")
+        state = transformer.state_dict()
+        state.update(load_file(str(weights)))
+        transformer.load_state_dict(state)
+        transformer.save_pretrained(out / "transformer")
+    return out
+
+
+def benchmark(model: Path, out: Path, extra: list[str]) -> dict:
+    code = bench_run(["--model", str(model), "--suite", "shapes", "--out", str(out), *extra])
+    if code:
+        raise SystemExit(f"bench.run failed for {model}")
+    return json.loads((out / "scores.json").read_text())["shapes"]
+
+
+def row(label: str, scores: dict) -> str:
+    per = scores["per_category"]
+    cells = [f"{100 * scores['accuracy']:.1f}"] + [f"{100 * per[c]['accuracy']:.1f}" for c in CATEGORIES]
+    cells += [f"{scores['clip_score']:.3f}", f"{scores['fd_clip']:.2f}"]
+    return f"| {label} | " + " | ".join(cells) + " |"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--teacher", default=str(REPO_ROOT / "models" / "shapes-sd3"))
+    parser.add_argument("--snapshots", default=str(RESULTS_DIR / "zoo-build" / "shapes-sd3-snapshots"))
+    parser.add_argument("--out", default=str(RESULTS_DIR / "teacher-curve"))
+    parser.add_argument("--plot", default=str(REPO_ROOT / "docs" / "img" / "teacher-curve.png"))
+    args = parser.parse_args(argv)
+    teacher, snapshots, out = Path(args.teacher), Path(args.snapshots), Path(args.out)
+
+    header = "| model | accuracy % | single | two-object | counting | size | CLIP score | FD (CLIP) |"
+    lines = [header, "|" + "---|" * 8]
+    curve = []
+    for record in map(json.loads, (snapshots / "snapshots.jsonl").read_text().splitlines()):
+        model = snapshot_pipeline(teacher, snapshots / f"{record['name']}.safetensors", out / "models" / record["name"])
+        scores = benchmark(model, out / record["name"], [])
+        curve.append((record["minutes"], scores))
+        lines.append(row(f"EMA at step {record['step']} ({record['minutes']:.0f} min)", scores))
+    final = benchmark(teacher, out / "final-cfg", [])
+    lines.append(row("final teacher, 50 steps, CFG", final))
+    no_cfg = benchmark(teacher, out / "final-no-cfg", ["--guidance", "0"])
+    lines.append(row("final teacher, 50 steps, guidance off", no_cfg))
+    print("\n".join(lines))
+
+    Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    minutes = [m for m, _ in curve]
+    ax.plot(minutes, [100 * s["accuracy"] for _, s in curve], "k-o", label="all")
+    for category in CATEGORIES:
+        ax.plot(minutes, [100 * s["per_category"][category]["accuracy"] for _, s in curve], "--.", label=category)
+    ax.set_xlabel("teacher training minutes (2 CPU cores)")
+    ax.set_ylabel("held-out exact accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(args.plot, dpi=120)
+    print(f"\nplot: {args.plot}")
+
+
+if __name__ == "__main__":
+    main()
