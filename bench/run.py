@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import sys
 from pathlib import Path
 
@@ -174,8 +175,6 @@ def process_state():
     Without CUDA we ask for the CPU explicitly: `accelerate launch --multi_gpu --num_processes N` (torchrun) then
     gives N gloo processes on a CPU-only machine instead of N processes that each believe they are alone.
     """
-    import os
-
     import torch
     from accelerate import PartialState
 
