@@ -90,12 +90,13 @@ def train_clip(pool, tokenizer: CLIPTokenizer, cfg: dict, log: MetricsLog, seed:
     return model.eval()
 
 
-def random_crop(images: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
-    """One random size x size window of a batch. The VAE is convolutional (no attention), so it trains on crops
-    four times cheaper than whole images and still encodes any bucket."""
+def random_crop(images: torch.Tensor, size: int, align: int, generator: torch.Generator) -> torch.Tensor:
+    """One random size x size window of a batch, at offsets that are multiples of `align` (the VAE's downsampling
+    factor, so a crop's latents are a sub-grid of the whole image's). The VAE is convolutional (no attention), so
+    it trains on crops several times cheaper than whole images and still encodes any bucket."""
     height, width = images.shape[-2:]
-    top = int(torch.randint(height - size + 1, (1,), generator=generator))
-    left = int(torch.randint(width - size + 1, (1,), generator=generator))
+    top = align * int(torch.randint((height - size) // align + 1, (1,), generator=generator))
+    left = align * int(torch.randint((width - size) // align + 1, (1,), generator=generator))
     return images[..., top : top + size, left : left + size]
 
 
@@ -105,10 +106,11 @@ def train_vae(pool, cfg: dict, log: MetricsLog, seed: int) -> AutoencoderKL:
     optimizer, schedule = make_optimizer(vae.parameters(), cfg, cfg["steps"])
     batches = iter(BucketSampler([len(b.prompts) for b in pool], cfg["batch_size"], seed))
     generator = torch.Generator().manual_seed(seed)
+    factor = 2 ** (len(cfg["block_out_channels"]) - 1)
     vae.train()
     for step in tqdm(range(cfg["steps"]), desc="vae"):
         b, idx = next(batches)
-        x = random_crop(to_model_range(pool[b].images[idx]), cfg["crop_size"], generator)
+        x = random_crop(to_model_range(pool[b].images[idx]), cfg["crop_size"], factor, generator)
         posterior = vae.encode(x).latent_dist
         reconstruction = vae.decode(posterior.sample()).sample
         l1 = F.l1_loss(reconstruction, x)

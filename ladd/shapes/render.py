@@ -1,8 +1,10 @@
 """Renderer: scene spec + seed -> anti-aliased RGB image, deterministic.
 
-Objects are drawn at 4x resolution and box-filtered down (anti-aliasing). Layouts are drawn by rejection
-sampling from the seed: objects never touch, and a relation holds for every pair of objects across the groups,
-with the relation's axis dominant, so the exact evaluator can read it back without ambiguity.
+Objects are drawn at 4x resolution and box-filtered down (anti-aliasing). Layouts live on a grid of 8-pixel
+cells, the footprint of one transformer token (4x VAE, patch 2): a small object fills 2x2 cells, a large one 3x3,
+so every shape spans several tokens and sits on token boundaries. Layouts are drawn by rejection sampling from the
+seed: objects keep at least one empty cell between them, and a relation holds for every pair of objects across
+the groups, with the relation's axis dominant, so the exact evaluator can read it back without ambiguity.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from ladd.shapes.grammar import BACKGROUNDS, COLOURS, DEFAULT_BACKGROUND, SIZES,
 # Aspect buckets (width, height); the world's sizes are relative to the short side (64 px).
 BUCKETS = ((64, 64), (96, 64), (64, 96))
 BASE_SIDE = 64
-SIDE = {"small": 16, "large": 27}  # object box side at a 64 px short side
-SIZE_JITTER = 0.06
-GAP = 3  # minimum empty pixels between objects
+CELL = 8  # layout grid, pixels at a 64 px short side
+CELLS = {"small": 2, "large": 3}  # object footprint in cells
+MARGIN = 1  # pixels between a shape and the edge of its footprint
+SIDE = {size: cells * CELL - 2 * MARGIN for size, cells in CELLS.items()}  # drawn side: 14 and 22 px
 RELATION_MARGIN = 4  # minimum offset along the relation's axis between any two objects of the two groups
 DOMINANCE = 1.3  # the relation's axis must dominate the other by this factor
 SUPERSAMPLE = 4
@@ -72,8 +75,8 @@ def shape_mask(shape: str, resolution: int) -> np.ndarray:
     return np.asarray(canvas.resize((resolution, resolution), Image.BOX)) >= 128
 
 
-def _separated(a: Placed, b: Placed) -> bool:
-    reach = (a.side + b.side) / 2 + GAP
+def _separated(a: Placed, b: Placed, gap: float) -> bool:
+    reach = (a.side + b.side) / 2 + gap
     return abs(a.cx - b.cx) >= reach or abs(a.cy - b.cy) >= reach
 
 
@@ -92,21 +95,21 @@ def _relation_holds(relation: str, first: list[Placed], second: list[Placed]) ->
 
 
 def layout(scene: Scene, rng: np.random.Generator, width: int, height: int) -> list[Placed]:
-    """Object placements for a scene; sizes left open by the prompt are drawn per group."""
-    scale = min(width, height) / BASE_SIDE
-    group_sides = []
-    for group in scene.groups:
-        size = group.size or str(rng.choice(SIZES))
-        group_sides.append(SIDE[size] * scale)
+    """Object placements on the cell grid; sizes left open by the prompt are drawn per group."""
+    cell = CELL * min(width, height) / BASE_SIDE
+    columns, rows = round(width / cell), round(height / cell)
+    footprints = [CELLS[group.size or str(rng.choice(SIZES))] for group in scene.groups]
     objects = [(gi, group) for gi, group in enumerate(scene.groups) for _ in range(group.count)]
+    gap = cell + 2 * MARGIN * cell / CELL  # one empty cell between footprints
     for _ in range(MAX_LAYOUT_TRIES):
         placed: list[Placed] = []
         for gi, group in objects:  # place objects one by one, each retried a few times before restarting
+            cells = footprints[gi]
             for _ in range(50):
-                side = group_sides[gi] * (1 + rng.uniform(-SIZE_JITTER, SIZE_JITTER))
-                h = side / 2 + 1
-                candidate = Placed(gi, group.shape, group.colour, rng.uniform(h, width - h), rng.uniform(h, height - h), side)
-                if all(_separated(candidate, other) for other in placed):
+                left, top = rng.integers(0, columns - cells + 1), rng.integers(0, rows - cells + 1)
+                candidate = Placed(gi, group.shape, group.colour, (left + cells / 2) * cell, (top + cells / 2) * cell,
+                                   cells * cell - 2 * MARGIN * cell / CELL)
+                if all(_separated(candidate, other, gap) for other in placed):
                     placed.append(candidate)
                     break
             else:

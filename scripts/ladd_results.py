@@ -1,0 +1,168 @@
+"""LADD on the shapes world, one script, one run: quality, sampling speed, and training cost.
+
+    python scripts/ladd_results.py [--teacher models/shapes-sd3] [--student models/shapes-turbo]
+
+1. Quality: `bench.run` on the 256 held-out shapes prompts for the student at 1, 2 and 4 steps, the teacher at
+   50 steps with CFG, and the teacher at 1 and 4 Euler steps (CFG): exact-evaluator accuracy (overall and per
+   category), shapes-CLIP score, and Fréchet distance in shapes-CLIP space to rendered ground truth.
+2. Speed: wall-clock per image, student 4-step vs teacher 50-step + CFG, same prompts and batch size, the two
+   measured alternately in one process.
+3. Training cost: one LADD iteration vs one plain diffusion fine-tuning iteration of the same student at the same
+   batch size, measured alternately.
+Prints markdown (docs/ladd-results.md holds this script's output).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+
+from bench.run import main as bench_run
+from ladd.config import load_config
+from ladd.data import LatentBuckets
+from ladd.losses import diffusion_loss
+from ladd.paths import CONFIGS_DIR, REPO_ROOT, RESULTS_DIR
+from ladd.pipelines import load_pipeline
+from ladd.sampling import read_sampling_defaults
+from ladd.shapes.heldout import load_heldout
+from ladd.train import build_training, ladd_iteration
+
+CATEGORIES = ["single", "two_object", "counting", "size"]
+
+
+def quality(teacher: Path, student: Path, out: Path) -> list[str]:
+    runs = [
+        ("student, 1 step", student, ["--steps", "1"]),
+        ("student, 2 steps", student, ["--steps", "2"]),
+        ("student, 4 steps", student, []),
+        ("teacher, 50 steps + CFG", teacher, []),
+        ("teacher, 4 Euler steps + CFG", teacher, ["--steps", "4"]),
+        ("teacher, 1 Euler step + CFG", teacher, ["--steps", "1"]),
+    ]
+    scores = {}
+    for label, model, extra in runs:
+        folder = out / label.replace(",", "").replace(" + ", "-").replace(" ", "-")
+        if bench_run(["--model", str(model), "--suite", "shapes", "--out", str(folder), *extra]):
+            raise SystemExit(f"bench.run failed: {label}")
+        scores[label] = json.loads((folder / "scores.json").read_text())["shapes"]
+    reference = scores["teacher, 50 steps + CFG"]["accuracy"]
+    lines = ["| model | accuracy % | vs teacher 50+CFG | single | two-object | counting | size | CLIP score | FD (CLIP) |",
+             "|" + "---|" * 9]
+    for label, s in scores.items():
+        per = s["per_category"]
+        cells = [f"{100 * s['accuracy']:.1f}", f"{100 * s['accuracy'] / reference:.0f}%"]
+        cells += [f"{100 * per[c]['accuracy']:.1f}" for c in CATEGORIES]
+        cells += [f"{s['clip_score']:.3f}", f"{s['fd_clip']:.2f}"]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def seconds_per_image(pipe, prompts, kwargs) -> float:
+    started = time.perf_counter()
+    pipe(prompts, generator=torch.Generator().manual_seed(0), **kwargs)
+    return (time.perf_counter() - started) / len(prompts)
+
+
+def speed(teacher: Path, student: Path, batch_size: int, repeats: int) -> list[str]:
+    prompts = load_heldout()["prompt"].tolist()[:batch_size]
+    setups = {}
+    for name, folder in (("teacher", teacher), ("student", student)):
+        pipe = load_pipeline(folder)
+        pipe.set_progress_bar_config(disable=True)
+        d = read_sampling_defaults(folder)
+        kwargs = {k: d[k] for k in ("num_inference_steps", "guidance_scale", "max_sequence_length") if k in d}
+        setups[name] = (pipe, {**kwargs, "height": 64, "width": 64})
+    times = {name: [] for name in setups}
+    for name, (pipe, kwargs) in setups.items():  # warm-up
+        seconds_per_image(pipe, prompts, kwargs)
+    for _ in range(repeats):
+        for name, (pipe, kwargs) in setups.items():
+            times[name].append(seconds_per_image(pipe, prompts, kwargs))
+    t, s = statistics.median(times["teacher"]), statistics.median(times["student"])
+    describe = {n: f"{k['num_inference_steps']} steps, guidance {k['guidance_scale']}" for n, (_, k) in setups.items()}
+    return [
+        f"Batch of {batch_size} held-out prompts at 64x64, median of {repeats} alternating repeats, "
+        f"{torch.get_num_threads()} CPU threads:",
+        "",
+        "| sampler | seconds / image |",
+        "|---|---|",
+        f"| teacher ({describe['teacher']}) | {t:.4f} |",
+        f"| student ({describe['student']}) | {s:.4f} |",
+        f"| **speed-up** | **{t / s:.1f}x** |",
+    ]
+
+
+def training_cost(config: Path, teacher: Path, data: Path, batch_size: int, repeats: int) -> list[str]:
+    cfg = load_config(config, [f"teacher={json.dumps(str(teacher))}", f"data={json.dumps(str(data))}",
+                               f"batch_size={batch_size}"])
+    torch.manual_seed(0)
+    parts = build_training(cfg)
+    models = {k: parts[k] for k in ("student", "teacher", "features", "disc", "schedule")}
+    optimizers = {k: parts[k] for k in ("g", "d", "g_schedule", "d_schedule")}
+    accelerator = Accelerator(cpu=True)
+    latents = LatentBuckets(data)
+    student = parts["student"]
+    plain_optimizer = torch.optim.AdamW(student.parameters(), lr=1e-6)
+
+    def ladd_step(i):
+        ladd_iteration(i, latents.batch(i, batch_size, 0), models, optimizers, cfg, accelerator)
+
+    def plain_step(i):  # a diffusion fine-tuning iteration of the same student
+        batch = latents.batch(i, batch_size, 0)
+        loss = diffusion_loss(student, batch["latents"], batch["prompt_embeds"], batch["pooled_prompt_embeds"])
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
+        plain_optimizer.step()
+        plain_optimizer.zero_grad(set_to_none=True)
+
+    times = {"ladd": [], "plain": []}
+    for i in range(2 + repeats):
+        for name, step in (("ladd", ladd_step), ("plain", plain_step)):
+            started = time.perf_counter()
+            step(i)
+            if i >= 2:  # the first two rounds warm up
+                times[name].append(time.perf_counter() - started)
+    ladd, plain = statistics.median(times["ladd"]), statistics.median(times["plain"])
+    heads = sum(p.numel() for p in parts["disc"].parameters())
+    return [
+        f"Batch {batch_size}, student = teacher = {sum(p.numel() for p in student.parameters()) / 1e6:.2f}M-parameter "
+        f"SD3Transformer2DModel, {len(parts['features'].blocks)} discriminator heads ({heads / 1e6:.2f}M parameters), "
+        f"median of {repeats} alternating iterations:",
+        "",
+        "| iteration | seconds |",
+        "|---|---|",
+        f"| plain diffusion fine-tuning (student fwd+bwd, AdamW) | {plain:.3f} |",
+        f"| LADD (student, teacher on fake with grad, teacher on real, heads, both updates) | {ladd:.3f} |",
+        f"| **ratio** | **{ladd / plain:.2f}x** |",
+    ]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--teacher", default=str(REPO_ROOT / "models" / "shapes-sd3"))
+    parser.add_argument("--student", default=str(REPO_ROOT / "models" / "shapes-turbo"))
+    parser.add_argument("--config", default=str(CONFIGS_DIR / "ladd-shapes.toml"))
+    parser.add_argument("--data", default=str(RESULTS_DIR / "synth" / "shapes-sd3"))
+    parser.add_argument("--out", default=str(RESULTS_DIR / "ladd-results"))
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args(argv)
+    teacher, student = Path(args.teacher), Path(args.student)
+    print(f"# {platform.node()} · torch {torch.__version__} · {torch.get_num_threads()} threads\n")
+    print("## Quality on the 256 held-out shapes prompts\n")
+    print("\n".join(quality(teacher, student, Path(args.out))))
+    print("\n## Sampling speed\n")
+    print("\n".join(speed(teacher, student, args.batch_size, args.repeats)))
+    print("\n## Training cost\n")
+    print("\n".join(training_cost(Path(args.config), teacher, Path(args.data), args.batch_size, args.repeats)))
+
+
+if __name__ == "__main__":
+    main()
