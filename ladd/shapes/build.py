@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL
@@ -33,6 +34,7 @@ from ladd.logs import MetricsLog
 from ladd.losses import diffusion_loss
 from ladd.paths import CONFIGS_DIR, MODELS_DIR, RESULTS_DIR
 from ladd.shapes.data import BucketSampler, render_pool, to_model_range
+from ladd.shapes.grammar import one_attribute_changes, parse_prompt, scene_to_prompt
 from ladd.shapes.heldout import heldout_prompts
 from ladd.shapes.zoo import (
     MAX_SEQUENCE_LENGTH,
@@ -67,8 +69,26 @@ def clip_pixels(processor, images: torch.Tensor) -> torch.Tensor:
     return processor(images=list(images.permute(0, 2, 3, 1).numpy()), return_tensors="pt")["pixel_values"]
 
 
+def hard_negative(prompt: str, rng: np.random.Generator) -> str:
+    """The prompt with one attribute changed (colour, shape, count, size, relation or background)."""
+    changes = one_attribute_changes(parse_prompt(prompt))
+    return scene_to_prompt(changes[rng.integers(len(changes))])
+
+
+def contrastive_loss(logits_per_image: torch.Tensor) -> torch.Tensor:
+    """CLIP's symmetric InfoNCE where each image also competes against the hard negatives of every caption:
+    logits_per_image is B x 2B (true captions, then their hard negatives)."""
+    n = len(logits_per_image)
+    labels = torch.arange(n)
+    return (F.cross_entropy(logits_per_image, labels) + F.cross_entropy(logits_per_image[:, :n].T, labels)) / 2
+
+
 def train_clip(pool, tokenizer: CLIPTokenizer, cfg: dict, log: MetricsLog, seed: int) -> CLIPModel:
+    """Contrastive training with one hard negative per caption: in-batch negatives alone let CLIP get by on colour
+    (a red circle and a red square ended up with near-identical text embeddings), and its text tower is what the
+    teacher reads prompts with."""
     torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
     model = CLIPModel(clip_config(tokenizer, cfg))
     processor = clip_image_processor(cfg["image_size"])
     pixels = [clip_pixels(processor, b.images) for b in pool]
@@ -77,16 +97,26 @@ def train_clip(pool, tokenizer: CLIPTokenizer, cfg: dict, log: MetricsLog, seed:
     model.train()
     for step in tqdm(range(cfg["steps"]), desc="clip"):
         b, idx = next(batches)
-        text = tokenizer([pool[b].prompts[i] for i in idx], padding="max_length", truncation=True, return_tensors="pt")
-        out = model(input_ids=text.input_ids, pixel_values=pixels[b][idx], return_loss=True)
+        captions = [pool[b].prompts[i] for i in idx]
+        negatives = [hard_negative(c, rng) for c in captions]
+        text = tokenizer(captions + negatives, padding="max_length", truncation=True, return_tensors="pt")
+        out = model(input_ids=text.input_ids, pixel_values=pixels[b][idx])
+        loss = contrastive_loss(out.logits_per_image)
         optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
+        loss.backward()
         optimizer.step()
         schedule.step()
         if step % 50 == 0 or step == cfg["steps"] - 1:
-            # in-batch retrieval accuracy: how often an image's own caption is its nearest text
-            accuracy = (out.logits_per_image.argmax(1) == torch.arange(len(idx))).float().mean().item()
-            log.write(step=step, loss=out.loss.item(), image_to_text_accuracy=accuracy)
+            n = len(idx)
+            logits = out.logits_per_image.detach()
+            log.write(
+                step=step,
+                loss=loss.item(),
+                # how often an image's own caption beats every other caption in the batch ...
+                retrieval_accuracy=(logits[:, :n].argmax(1) == torch.arange(n)).float().mean().item(),
+                # ... and beats the same caption with one attribute changed
+                hard_negative_accuracy=(logits.diagonal() > logits[:, n:].diagonal()).float().mean().item(),
+            )
     return model.eval()
 
 

@@ -186,6 +186,32 @@ def sample_scene(rng: np.random.Generator, category: str | None = None, backgrou
     return Scene(groups, None, background)
 
 
+def one_attribute_changes(scene: Scene) -> list[Scene]:
+    """Every valid scene that differs from `scene` in exactly one stated attribute (a colour, a shape, a count, a
+    size, the relation or the background). An image of `scene` refutes each of them: they are hard negatives for
+    contrastive training and wrong prompts for testing the evaluator."""
+    candidates = []  # (groups, relation, background)
+    for i, group in enumerate(scene.groups):
+        changed = [replace(group, colour=c) for c in COLOURS if c != group.colour]
+        changed += [replace(group, shape=s) for s in SHAPES if s != group.shape]
+        changed += [replace(group, count=n) for n in COUNT_WORDS if n != group.count]
+        if group.size:
+            changed += [replace(group, size=z) for z in SIZES if z != group.size]
+        candidates += [(scene.groups[:i] + (g,) + scene.groups[i + 1 :], scene.relation, scene.background)
+                       for g in changed]
+    if scene.relation:
+        candidates += [(scene.groups, r, scene.background) for r in RELATIONS if r != scene.relation]
+    if scene.background:
+        candidates += [(scene.groups, scene.relation, b) for b in BACKGROUNDS if b != scene.background]
+    valid = []
+    for groups, relation, background in candidates:
+        try:
+            valid.append(Scene(groups, relation, background))
+        except ValueError:  # e.g. too many objects, or both groups alike
+            continue
+    return valid
+
+
 def scene_category(scene: Scene) -> str:
     """The benchmark kind a scene belongs to (the inverse of `sample_scene(category=...)`)."""
     if len(scene.groups) == 2:
