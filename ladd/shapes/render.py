@@ -19,9 +19,9 @@ from ladd.shapes.grammar import BACKGROUNDS, COLOURS, DEFAULT_BACKGROUND, SIZES,
 # Aspect buckets (width, height); the world's sizes are relative to the short side (64 px).
 BUCKETS = ((64, 64), (96, 64), (64, 96))
 BASE_SIDE = 64
-CELL = 8  # layout grid, pixels at a 64 px short side
-CELLS = {"small": 2, "large": 3}  # object footprint in cells
-MARGIN = 1  # pixels between a shape and the edge of its footprint
+CELL = 16  # layout grid, pixels at a 64 px short side
+CELLS = {"small": 1, "large": 2}  # object footprint in cells
+MARGIN = 2  # pixels between a shape and the edge of its footprint
 SIDE = {size: cells * CELL - 2 * MARGIN for size, cells in CELLS.items()}  # drawn side: 14 and 22 px
 RELATION_MARGIN = 4  # minimum offset along the relation's axis between any two objects of the two groups
 DOMINANCE = 1.3  # the relation's axis must dominate the other by this factor
@@ -100,7 +100,7 @@ def layout(scene: Scene, rng: np.random.Generator, width: int, height: int) -> l
     columns, rows = round(width / cell), round(height / cell)
     footprints = [CELLS[group.size or str(rng.choice(SIZES))] for group in scene.groups]
     objects = [(gi, group) for gi, group in enumerate(scene.groups) for _ in range(group.count)]
-    gap = cell + 2 * MARGIN * cell / CELL  # one empty cell between footprints
+    gap = 2 * MARGIN * cell / CELL  # footprints may touch; the margins keep shapes apart
     for _ in range(MAX_LAYOUT_TRIES):
         placed: list[Placed] = []
         for gi, group in objects:  # place objects one by one, each retried a few times before restarting

@@ -32,9 +32,8 @@ def test_sampled_categories_are_recognised(category):
 def test_prompts_read_naturally():
     scene = Scene((ObjectGroup("green", "triangle", 2, "small"), ObjectGroup("yellow", "square")), "above")
     assert scene_to_prompt(scene) == "two small green triangles above a yellow square"
-    scene = Scene((ObjectGroup("orange", "cross", 1, "large"),), None, "black")
-    assert scene_to_prompt(scene) == "a large orange cross on a black background"
-    assert scene_to_prompt(Scene((ObjectGroup("orange", "circle"),))) == "an orange circle"
+    scene = Scene((ObjectGroup("pink", "cross", 1, "large"),), None, "black")
+    assert scene_to_prompt(scene) == "a large pink cross on a black background"
 
 
 def test_parse_is_lenient_about_case_and_punctuation():
@@ -49,7 +48,7 @@ def test_parse_is_lenient_about_case_and_punctuation():
         "two red circle",  # count and noun disagree
         "a red circles",
         "a red circle left of",
-        "a pink circle",
+        "an orange circle",
         "a red circle on a red background",
         "",
     ],
@@ -67,7 +66,7 @@ def test_scene_validation():
     with pytest.raises(ValueError, match="relation"):
         Scene((ObjectGroup("red", "circle"), ObjectGroup("blue", "circle")))
     with pytest.raises(ValueError, match="unknown colour"):
-        ObjectGroup("pink", "circle")
+        ObjectGroup("orange", "circle")
 
 
 def test_grammar_has_the_promised_breadth():

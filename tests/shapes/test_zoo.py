@@ -21,7 +21,7 @@ def test_tokenizer_is_word_level_and_loads_from_disk(tmp_path):
     tokenizer.save_pretrained(tmp_path)
     for loaded in (CLIPTokenizer.from_pretrained(tmp_path), AutoTokenizer.from_pretrained(tmp_path)):
         assert isinstance(loaded, CLIPTokenizer)
-        ids = loaded("two small red circles left of an orange cross")["input_ids"]
+        ids = loaded("two small red circles left of a pink cross")["input_ids"]
         assert len(ids) == 2 + 9  # BOS, one token per word, EOS
         assert all(len(loaded.tokenize(word)) == 1 for word in VOCABULARY)
         # words outside the grammar degrade to characters instead of failing
