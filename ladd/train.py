@@ -39,7 +39,7 @@ from ladd.features import TeacherFeatures
 from ladd.flow import add_noise, denoise, sample_logit_normal
 from ladd.logs import MetricsLog
 from ladd.losses import distillation_loss
-from ladd.pipelines import load_pipeline
+from ladd.pipelines import link_identical_components, load_pipeline
 from ladd.schedule import StudentTimestepSchedule
 
 
@@ -222,7 +222,8 @@ def train(cfg: dict) -> Path:
 
     models = {"student": student, "teacher": teacher, "features": features, "disc": disc, "schedule": schedule}
     optimizers = {"g": opt_g, "d": opt_d, "g_schedule": g_schedule, "d_schedule": d_schedule}
-    info = {"teacher": str(cfg["teacher"]), "config": cfg}
+    info = {"teacher": str(Path(cfg["teacher"]).resolve()), "config": cfg,
+            "tags": scaling_tags(cfg, teacher, unwrapped)}
     log = MetricsLog(out / "metrics.csv", append=start > 0) if accelerator.is_main_process else None
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
@@ -254,10 +255,24 @@ def train(cfg: dict) -> Path:
         exported = copy.deepcopy(unwrapped).eval()
         ema.copy_to(exported.parameters())
         final = export_student(cfg["teacher"], exported, cfg["export"] or final)
+        if cfg["export_link_teacher"]:
+            linked = link_identical_components(final, cfg["teacher"])
+            accelerator.print(f"linked to the teacher's: {', '.join(linked) or 'nothing'}")
         accelerator.print(f"student pipeline (EMA weights) saved to {final}")
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return final
+
+
+def scaling_tags(cfg: dict, teacher, student) -> dict:
+    """The three model sizes of the paper's scaling study (Sec. 4.4), recorded in checkpoints for bench/report."""
+    tags = {"student_depth": student.config.num_layers, "teacher_depth": teacher.config.num_layers}
+    plan = Path(cfg["data"]) / "plan.json"
+    if plan.is_file():
+        generator = Path(json.loads(plan.read_text())["model"]) / "transformer" / "config.json"
+        if generator.is_file():
+            tags["generator_depth"] = json.loads(generator.read_text())["num_layers"]
+    return tags
 
 
 def check_config(cfg: dict) -> None:

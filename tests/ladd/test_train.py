@@ -165,3 +165,15 @@ def test_two_cpu_processes_train_with_gloo(smoke_teacher, smoke_latents, tmp_pat
     checkpoint = out / "checkpoints" / "step-000006"
     assert (checkpoint / "random_states_0.pkl").exists() and (checkpoint / "random_states_1.pkl").exists()
     assert (out / "pipeline" / "model_index.json").exists()
+
+
+def test_export_can_link_the_components_it_shares_with_the_teacher(smoke_teacher, smoke_latents, tmp_path):
+    from ladd.pipelines import link_identical_components
+
+    assert main(smoke_args(smoke_teacher, smoke_latents, tmp_path / "run", "iterations=1", "checkpoint_every=1")) == 0
+    student = tmp_path / "run" / "pipeline"
+    linked = link_identical_components(student, smoke_teacher)
+    assert {"vae", "text_encoder", "text_encoder_2"} <= set(linked)
+    assert (student / "vae").is_symlink() and not (student / "transformer").is_symlink()
+    pipe = load_pipeline(student)  # still loads on its own
+    assert pipe.transformer is not None and pipe.vae is not None
