@@ -1,9 +1,9 @@
 """Renderer: scene spec + seed -> anti-aliased RGB image, deterministic.
 
-Objects are drawn at 4x resolution and box-filtered down (anti-aliasing). Layouts live on a grid of 8-pixel
-cells, the footprint of one transformer token (4x VAE, patch 2): a small object fills 2x2 cells, a large one 3x3,
-so every shape spans several tokens and sits on token boundaries. Layouts are drawn by rejection sampling from the
-seed: objects keep at least one empty cell between them, and a relation holds for every pair of objects across
+Objects are drawn at 4x resolution and box-filtered down (anti-aliasing). Layouts live on a grid of 16-pixel
+cells, the footprint of one transformer token (4x VAE, patch 4): a small object fills one cell, a large one 2x2
+cells, so objects sit on token boundaries. Layouts are drawn by rejection sampling from the seed: footprints may
+touch (each shape keeps a 2 px margin inside its footprint), and a relation holds for every pair of objects across
 the groups, with the relation's axis dominant, so the exact evaluator can read it back without ambiguity.
 """
 
@@ -22,7 +22,7 @@ BASE_SIDE = 64
 CELL = 16  # layout grid, pixels at a 64 px short side
 CELLS = {"small": 1, "large": 2}  # object footprint in cells
 MARGIN = 2  # pixels between a shape and the edge of its footprint
-SIDE = {size: cells * CELL - 2 * MARGIN for size, cells in CELLS.items()}  # drawn side: 14 and 22 px
+SIDE = {size: cells * CELL - 2 * MARGIN for size, cells in CELLS.items()}  # drawn side: 12 and 28 px
 RELATION_MARGIN = 4  # minimum offset along the relation's axis between any two objects of the two groups
 DOMINANCE = 1.3  # the relation's axis must dominate the other by this factor
 SUPERSAMPLE = 4
