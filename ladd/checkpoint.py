@@ -23,7 +23,7 @@ import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
 from safetensors.torch import load_file, save_file
 
-from ladd.pipelines import load_pipeline
+from ladd.pipelines import link_identical_components, load_pipeline
 from ladd.sampling import consistency_scheduler_config, read_sampling_defaults, write_sampling_defaults
 
 CHECKPOINT_FILE = "ladd_checkpoint.json"
@@ -98,13 +98,31 @@ def student_pipeline(teacher_pipe, student: SD3Transformer2DModel):
     return type(teacher_pipe)(**components)
 
 
-def export_student(teacher_dir: str | Path, student: SD3Transformer2DModel, out_dir: str | Path) -> Path:
-    """Save a student as an ordinary pipeline folder whose defaults are 4-step, guidance-free sampling."""
-    pipe = student_pipeline(load_pipeline(teacher_dir), student)
+def export_student(teacher_dir: str | Path, student: SD3Transformer2DModel, out_dir: str | Path,
+                   link_teacher: bool = False) -> tuple[Path, list[str]]:
+    """Save a student as an ordinary pipeline folder whose defaults are 4-step, guidance-free sampling.
+
+    With `link_teacher`, components identical to the teacher's become symlinks to them. The folder is written
+    fresh beside `out_dir` and swapped in when complete: saving into an earlier export would write through its
+    symlinks into the teacher's own files, and a failed export leaves the previous one intact.
+    Returns the folder and the names of the linked components.
+    """
     out_dir = Path(out_dir)
-    pipe.save_pretrained(out_dir, safe_serialization=True)
-    write_sampling_defaults(out_dir, **student_sampling_defaults(teacher_dir))
-    return out_dir
+    staging = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    pipe = student_pipeline(load_pipeline(teacher_dir), student)
+    pipe.save_pretrained(staging, safe_serialization=True)
+    write_sampling_defaults(staging, **student_sampling_defaults(teacher_dir))
+    linked = link_identical_components(staging, teacher_dir) if link_teacher else []
+    if out_dir.exists():
+        previous = out_dir.with_name(out_dir.name + ".previous")
+        shutil.rmtree(previous, ignore_errors=True)
+        os.replace(out_dir, previous)
+        os.replace(staging, out_dir)
+        shutil.rmtree(previous)
+    else:
+        os.replace(staging, out_dir)
+    return out_dir, linked
 
 
 def load_student_pipeline(checkpoint: str | Path, use_ema: bool = True):

@@ -39,7 +39,7 @@ from ladd.features import TeacherFeatures
 from ladd.flow import add_noise, denoise, sample_logit_normal
 from ladd.logs import MetricsLog
 from ladd.losses import distillation_loss
-from ladd.pipelines import link_identical_components, load_pipeline
+from ladd.pipelines import load_pipeline
 from ladd.schedule import StudentTimestepSchedule
 
 
@@ -254,9 +254,8 @@ def train(cfg: dict) -> Path:
     if accelerator.is_main_process:
         exported = copy.deepcopy(unwrapped).eval()
         ema.copy_to(exported.parameters())
-        final = export_student(cfg["teacher"], exported, cfg["export"] or final)
+        final, linked = export_student(cfg["teacher"], exported, cfg["export"] or final, cfg["export_link_teacher"])
         if cfg["export_link_teacher"]:
-            linked = link_identical_components(final, cfg["teacher"])
             accelerator.print(f"linked to the teacher's: {', '.join(linked) or 'nothing'}")
         accelerator.print(f"student pipeline (EMA weights) saved to {final}")
     accelerator.wait_for_everyone()

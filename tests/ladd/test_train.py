@@ -167,13 +167,29 @@ def test_two_cpu_processes_train_with_gloo(smoke_teacher, smoke_latents, tmp_pat
     assert (out / "pipeline" / "model_index.json").exists()
 
 
-def test_export_can_link_the_components_it_shares_with_the_teacher(smoke_teacher, smoke_latents, tmp_path):
-    from ladd.pipelines import link_identical_components
+def tree_digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
 
-    assert main(smoke_args(smoke_teacher, smoke_latents, tmp_path / "run", "iterations=1", "checkpoint_every=1")) == 0
-    student = tmp_path / "run" / "pipeline"
-    linked = link_identical_components(student, smoke_teacher)
-    assert {"vae", "text_encoder", "text_encoder_2"} <= set(linked)
-    assert (student / "vae").is_symlink() and not (student / "transformer").is_symlink()
-    pipe = load_pipeline(student)  # still loads on its own
+
+def test_export_links_shared_components_and_re_export_never_writes_into_the_teacher(
+        smoke_teacher, smoke_latents, tmp_path):
+    import shutil
+
+    teacher = tmp_path / "teacher"
+    shutil.copytree(smoke_teacher, teacher)
+    before = tree_digest(teacher)
+    export = tmp_path / "student"
+    args = smoke_args(teacher, smoke_latents, tmp_path / "run", "checkpoint_every=1", "export_link_teacher=true",
+                      f"export={json.dumps(str(export))}")
+    assert main([*args, "iterations=1"]) == 0
+    assert {"vae", "text_encoder", "text_encoder_2"} <= {p.name for p in export.iterdir() if p.is_symlink()}
+    assert not (export / "transformer").is_symlink()
+    first = tree_digest(export / "transformer")
+    # a longer run exports again over the linked folder: the links must be replaced, not written through
+    assert main([*args, "iterations=2"]) == 0
+    assert tree_digest(teacher) == before
+    assert (export / "vae").is_symlink() and tree_digest(export / "transformer") != first
+    assert not export.with_name("student.partial").exists() and not export.with_name("student.previous").exists()
+    pipe = load_pipeline(export)  # still loads on its own
     assert pipe.transformer is not None and pipe.vae is not None
