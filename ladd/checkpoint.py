@@ -37,7 +37,7 @@ def checkpoint_dir(out: Path, iteration: int) -> Path:
 def latest_checkpoint(out: Path) -> Path | None:
     """The newest complete checkpoint (temporary folders of a killed save are ignored)."""
     folder = Path(out) / "checkpoints"
-    done = sorted(p for p in folder.glob("step-*") if p.is_dir() and (p / CHECKPOINT_FILE).is_file())
+    done = sorted(p for p in folder.glob("step-??????") if p.is_dir() and (p / CHECKPOINT_FILE).is_file())
     return done[-1] if done else None
 
 
@@ -56,6 +56,19 @@ def student_sampling_defaults(teacher_dir: str | Path) -> dict:
     return {**defaults, "num_inference_steps": 4, "guidance_scale": 0.0}
 
 
+def swap_in(staged: Path, final: Path) -> None:
+    """Move a completely written folder to its final name, replacing what was there. The old folder is renamed
+    aside first and removed after (never written into: its components may be symlinks to another model's)."""
+    if final.exists():
+        previous = final.with_name(final.name + ".previous")
+        shutil.rmtree(previous, ignore_errors=True)
+        os.replace(final, previous)
+        os.replace(staged, final)
+        shutil.rmtree(previous)
+    else:
+        os.replace(staged, final)
+
+
 def save_checkpoint(accelerator, out: Path, iteration: int, ema, student, info: dict, keep: int = 2) -> Path:
     final = checkpoint_dir(out, iteration)
     tmp = final.with_name(final.name + ".tmp")
@@ -70,9 +83,7 @@ def save_checkpoint(accelerator, out: Path, iteration: int, ema, student, info: 
                   "student_config": dict(student.config)}
         write_sampling_defaults(tmp, **student_sampling_defaults(info["teacher"]))
         (tmp / CHECKPOINT_FILE).write_text(json.dumps(record, indent=2, default=str))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        swap_in(tmp, final)
         for old in sorted((Path(out) / "checkpoints").glob("step-??????"))[:-keep]:
             shutil.rmtree(old)
     accelerator.wait_for_everyone()
@@ -114,14 +125,7 @@ def export_student(teacher_dir: str | Path, student: SD3Transformer2DModel, out_
     pipe.save_pretrained(staging, safe_serialization=True)
     write_sampling_defaults(staging, **student_sampling_defaults(teacher_dir))
     linked = link_identical_components(staging, teacher_dir) if link_teacher else []
-    if out_dir.exists():
-        previous = out_dir.with_name(out_dir.name + ".previous")
-        shutil.rmtree(previous, ignore_errors=True)
-        os.replace(out_dir, previous)
-        os.replace(staging, out_dir)
-        shutil.rmtree(previous)
-    else:
-        os.replace(staging, out_dir)
+    swap_in(staging, out_dir)
     return out_dir, linked
 
 

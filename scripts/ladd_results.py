@@ -24,7 +24,6 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 
-from bench.run import main as bench_run
 from ladd.config import load_config
 from ladd.data import LatentBuckets
 from ladd.losses import diffusion_loss
@@ -33,9 +32,7 @@ from ladd.pipelines import load_pipeline
 from ladd.sampling import read_sampling_defaults
 from ladd.shapes.heldout import load_heldout
 from ladd.train import build_training, ladd_iteration
-
-CATEGORIES = ["single", "two_object", "counting", "size"]
-
+from shapes_scores import score_row, shapes_scores
 
 def quality(teacher: Path, student: Path, out: Path) -> list[str]:
     runs = [
@@ -46,21 +43,12 @@ def quality(teacher: Path, student: Path, out: Path) -> list[str]:
         ("teacher, 4 Euler steps + CFG", teacher, ["--steps", "4"]),
         ("teacher, 1 Euler step + CFG", teacher, ["--steps", "1"]),
     ]
-    scores = {}
-    for label, model, extra in runs:
-        folder = out / label.replace(",", "").replace(" + ", "-").replace(" ", "-")
-        if bench_run(["--model", str(model), "--suite", "shapes", "--out", str(folder), *extra]):
-            raise SystemExit(f"bench.run failed: {label}")
-        scores[label] = json.loads((folder / "scores.json").read_text())["shapes"]
+    scores = {label: shapes_scores(model, out / label.replace(",", "").replace(" + ", "-").replace(" ", "-"), extra)
+              for label, model, extra in runs}
     reference = scores["teacher, 50 steps + CFG"]["accuracy"]
     lines = ["| model | accuracy % | vs teacher 50+CFG | single | two-object | counting | size | CLIP score | FD (CLIP) |",
              "|" + "---|" * 9]
-    for label, s in scores.items():
-        per = s["per_category"]
-        cells = [f"{100 * s['accuracy']:.1f}", f"{100 * s['accuracy'] / reference:.0f}%"]
-        cells += [f"{100 * per[c]['accuracy']:.1f}" for c in CATEGORIES]
-        cells += [f"{s['clip_score']:.3f}", f"{s['fd_clip']:.2f}"]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += [score_row(label, s, relative_to=reference) for label, s in scores.items()]
     return lines
 
 

@@ -21,11 +21,8 @@ import matplotlib.pyplot as plt
 from diffusers import SD3Transformer2DModel
 from safetensors.torch import load_file
 
-from bench.run import main as bench_run
 from ladd.paths import REPO_ROOT, RESULTS_DIR
-
-CATEGORIES = ["single", "two_object", "counting", "size"]
-
+from shapes_scores import CATEGORIES, score_row, shapes_scores
 
 def snapshot_pipeline(teacher: Path, weights: Path, out: Path) -> Path:
     """A pipeline folder identical to the teacher's except for the transformer weights."""
@@ -37,20 +34,6 @@ def snapshot_pipeline(teacher: Path, weights: Path, out: Path) -> Path:
         transformer.load_state_dict(state)
         transformer.save_pretrained(out / "transformer")
     return out
-
-
-def benchmark(model: Path, out: Path, extra: list[str]) -> dict:
-    code = bench_run(["--model", str(model), "--suite", "shapes", "--out", str(out), *extra])
-    if code:
-        raise SystemExit(f"bench.run failed for {model}")
-    return json.loads((out / "scores.json").read_text())["shapes"]
-
-
-def row(label: str, scores: dict) -> str:
-    per = scores["per_category"]
-    cells = [f"{100 * scores['accuracy']:.1f}"] + [f"{100 * per[c]['accuracy']:.1f}" for c in CATEGORIES]
-    cells += [f"{scores['clip_score']:.3f}", f"{scores['fd_clip']:.2f}"]
-    return f"| {label} | " + " | ".join(cells) + " |"
 
 
 def main(argv=None):
@@ -67,13 +50,13 @@ def main(argv=None):
     curve = []
     for record in map(json.loads, (snapshots / "snapshots.jsonl").read_text().splitlines()):
         model = snapshot_pipeline(teacher, snapshots / f"{record['name']}.safetensors", out / "models" / record["name"])
-        scores = benchmark(model, out / record["name"], [])
+        scores = shapes_scores(model, out / record["name"], [])
         curve.append((record["minutes"], scores))
-        lines.append(row(f"EMA at step {record['step']} ({record['minutes']:.0f} min)", scores))
-    final = benchmark(teacher, out / "final-cfg", [])
-    lines.append(row("final teacher, 50 steps, CFG", final))
-    no_cfg = benchmark(teacher, out / "final-no-cfg", ["--guidance", "0"])
-    lines.append(row("final teacher, 50 steps, guidance off", no_cfg))
+        lines.append(score_row(f"EMA at step {record['step']} ({record['minutes']:.0f} min)", scores))
+    final = shapes_scores(teacher, out / "final-cfg", [])
+    lines.append(score_row("final teacher, 50 steps, CFG", final))
+    no_cfg = shapes_scores(teacher, out / "final-no-cfg", ["--guidance", "0"])
+    lines.append(score_row("final teacher, 50 steps, guidance off", no_cfg))
     print("\n".join(lines))
 
     Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
