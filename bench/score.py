@@ -5,7 +5,7 @@ Which metrics a suite gets follows its task:
 | task | suites | metrics (overall; per category where it makes sense) |
 |---|---|---|
 | text-to-image | drawbench, parti128, parti, custom | `clip_score` |
-| text-to-image, shapes world | shapes | `accuracy`, `clip_score` (shapes CLIP), `fd_clip` vs ground-truth renders (overall only) |
+| text-to-image, shapes world | shapes, shapes-val | `accuracy`, `clip_score` (shapes CLIP), `fd_clip` vs ground-truth renders (overall only) |
 | editing | pie-bench | `clip_image_similarity`, `clip_direction_similarity` (per edit type) |
 | inpainting | coco-inpaint | `fid`, `lpips` vs the original images (`per_category` = per mask policy, LPIPS only) |
 
@@ -28,7 +28,7 @@ from PIL import Image
 from bench.backbones import CLIPBackbone, CLIPChoice, alexnet_weights, inception_weights, shapes_clip
 from bench.errors import BenchError, run_cli
 from bench.runfolder import CONFIG, KEY, MANIFEST, SCORES, atomic_write, read_json, read_manifest, write_json
-from bench.suites import EDITING, INPAINTING, SUITES, TEXT_TO_IMAGE
+from bench.suites import EDITING, INPAINTING, SUITES, TEXT_TO_IMAGE, is_shapes_suite
 
 PER_IMAGE = "scores_per_image.parquet"
 CHUNK = 64  # images held in memory at once (a full Parti run at 1024 px would not fit)
@@ -37,7 +37,7 @@ CHUNK = 64  # images held in memory at once (a full Parti run at 1024 px would n
 def clip_choice(suite: str, override: str | None) -> CLIPChoice:
     if override:
         return CLIPChoice(override)
-    return shapes_clip() if suite == "shapes" else CLIPChoice(None)
+    return shapes_clip() if is_shapes_suite(suite) else CLIPChoice(None)
 
 
 def suite_task(suite: str) -> str:
@@ -50,7 +50,7 @@ def check_scoring(suites: list[str], clip: str | None = None) -> None:
         task = suite_task(suite)
         if task in (TEXT_TO_IMAGE, EDITING):
             clip_choice(suite, clip).check()
-        if suite == "shapes":
+        if is_shapes_suite(suite):
             try:
                 import ladd.shapes.evaluate  # noqa: F401
                 import ladd.shapes.render  # noqa: F401
@@ -124,7 +124,7 @@ def score_text_to_image(rows: pd.DataFrame, run_dir: Path, suite: str, scorers: 
 
     clip = scorers.clip_for(suite)
     clip_score = CLIPScore(clip)
-    shapes = suite == "shapes"
+    shapes = is_shapes_suite(suite)
     if shapes:
         accuracy = ShapesAccuracy(scorers.evaluator)
         frechet = FrechetCLIPDistance(clip)

@@ -29,6 +29,7 @@ DRAWBENCH_PATH = PROMPTS_DIR / "drawbench.csv"
 PARTI_PATH = PROMPTS_DIR / "parti_prompts.tsv"
 PARTI128_PATH = PROMPTS_DIR / "parti128.txt"
 SHAPES_PATH = PROMPTS_DIR / "shapes_heldout.csv"
+SHAPES_VAL_PATH = PROMPTS_DIR / "shapes_val.csv"
 
 # PIE-Bench's ten edit types (cure-lab/PnPInversion), keyed by `editing_type_id`.
 PIE_BENCH_EDIT_TYPES = {
@@ -165,8 +166,9 @@ def read_parti128(path: str | Path = PARTI128_PATH, parti: pd.DataFrame | None =
 
 
 def read_shapes(path: str | Path = SHAPES_PATH) -> pd.DataFrame:
-    """The shapes world's fixed held-out set: `prompt,category,width,height`, one image size per prompt."""
-    path = _require_file(Path(path), "write it with `python -m ladd.shapes.heldout`")
+    """A shapes-world prompt set (held-out or validation): `prompt,category,width,height`, one size per prompt."""
+    split = "val" if Path(path).name == SHAPES_VAL_PATH.name else "heldout"
+    path = _require_file(Path(path), f"write it with `python -m ladd.shapes.heldout --split {split}`")
     table = pd.read_csv(path, keep_default_na=False)
     missing = {"prompt", "category", "width", "height"} - set(table.columns)
     if missing:
@@ -321,6 +323,7 @@ class Suite:
 
 SUITES: dict[str, Suite] = {s.name: s for s in [
     Suite("shapes", TEXT_TO_IMAGE, "shapes world held-out set (prompts/shapes_heldout.csv), exact accuracy"),
+    Suite("shapes-val", TEXT_TO_IMAGE, "shapes world validation set for checkpoint selection (prompts/shapes_val.csv)"),
     Suite("drawbench", TEXT_TO_IMAGE, "DrawBench, 200 prompts in 11 categories (prompts/drawbench.csv)"),
     Suite("parti128", TEXT_TO_IMAGE, "the LADD paper's 128 human-study PartiPrompts (prompts/parti128.txt)"),
     Suite("parti", TEXT_TO_IMAGE, "all 1632 PartiPrompts (prompts/parti_prompts.tsv)"),
@@ -328,6 +331,11 @@ SUITES: dict[str, Suite] = {s.name: s for s in [
     Suite("coco-inpaint", INPAINTING, "COCO val2017 inpainting with generated masks (--data-dir)"),
     Suite("custom", TEXT_TO_IMAGE, "your own prompts (--prompts FILE: text, one per line, or CSV with 'prompt')"),
 ]}
+
+
+def is_shapes_suite(name: str) -> bool:
+    """Suites scored by the shapes world's exact evaluator, CLIP and rendered ground truth."""
+    return name in ("shapes", "shapes-val")
 
 
 def parse_suites(text: str) -> list[str]:
@@ -353,6 +361,7 @@ def load_suite(
         raise BenchError("suite 'custom' needs --prompts FILE")
     loaders: dict[str, Callable[[], pd.DataFrame]] = {
         "shapes": read_shapes,
+        "shapes-val": lambda: read_shapes(SHAPES_VAL_PATH),
         "drawbench": read_drawbench,
         "parti128": read_parti128,
         "parti": read_parti,

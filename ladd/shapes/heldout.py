@@ -1,8 +1,13 @@
-"""The shapes world's fixed held-out benchmark: `python -m ladd.shapes.heldout` (re)writes prompts/shapes_heldout.csv.
+"""The shapes world's fixed prompt sets: `python -m ladd.shapes.heldout [--split val]` (re)writes them.
 
-256 rows, 64 per category, sizes spread over the three aspect buckets. Single-object and size prompts come from a
-small grammar (24 colour-shape pairs), so those categories repeat 32 distinct prompts twice each; counting and
-two-object prompts are all distinct. Every held-out prompt string is excluded from the zoo's training data.
+held-out (prompts/shapes_heldout.csv): the test set. 256 rows, 64 per category, sizes spread over the three aspect
+buckets. Single-object and size prompts come from a small grammar (24 colour-shape pairs), so those categories
+repeat 32 distinct prompts twice each; counting and two-object prompts are all distinct. Every held-out prompt
+string is excluded from the zoo's training data and from LADD's synthetic data.
+
+validation (prompts/shapes_val.csv): for choosing among checkpoints without looking at the test set. 512 rows, 128
+per category, built the same way from another seed and sharing no prompt with the held-out set. It may share
+prompts with training data (the pools were drawn before it existed), so it measures selection, not generalisation.
 """
 
 from __future__ import annotations
@@ -17,26 +22,41 @@ from ladd.shapes.grammar import CATEGORIES, sample_scene, scene_to_prompt
 from ladd.shapes.render import BUCKETS
 
 HELDOUT_PATH = PROMPTS_DIR / "shapes_heldout.csv"
+VAL_PATH = PROMPTS_DIR / "shapes_val.csv"
 ROWS_PER_CATEGORY = 64
 DISTINCT = {"single": 32, "size": 32, "counting": 64, "two_object": 64}
 SEED = 20240318  # the LADD paper's arXiv date; any fixed number would do
+VAL_ROWS_PER_CATEGORY = 128
+VAL_DISTINCT = {"single": 32, "size": 64, "counting": 128, "two_object": 128}
+VAL_SEED = SEED + 1
 
 
-def make_heldout(seed: int = SEED) -> pd.DataFrame:
+def make_prompt_set(seed: int, rows_per_category: int, distinct_per_category: dict[str, int],
+                    exclude: set[str] = frozenset()) -> pd.DataFrame:
+    """`rows_per_category` rows per grammar category, cycling through that many distinct random prompts (none in
+    `exclude`), with image sizes cycling through the aspect buckets."""
     rng = np.random.default_rng(seed)
     rows = []
     for category in CATEGORIES:
         distinct: list[str] = []
-        while len(distinct) < DISTINCT[category]:
+        while len(distinct) < distinct_per_category[category]:
             prompt = scene_to_prompt(sample_scene(rng, category))
-            if prompt not in distinct:
+            if prompt not in distinct and prompt not in exclude:
                 distinct.append(prompt)
-        for i in range(ROWS_PER_CATEGORY):
+        for i in range(rows_per_category):
             rows.append({"prompt": distinct[i % len(distinct)], "category": category})
     frame = pd.DataFrame(rows)
     frame["width"] = [BUCKETS[i % len(BUCKETS)][0] for i in range(len(frame))]
     frame["height"] = [BUCKETS[i % len(BUCKETS)][1] for i in range(len(frame))]
     return frame
+
+
+def make_heldout(seed: int = SEED) -> pd.DataFrame:
+    return make_prompt_set(seed, ROWS_PER_CATEGORY, DISTINCT)
+
+
+def make_validation(seed: int = VAL_SEED) -> pd.DataFrame:
+    return make_prompt_set(seed, VAL_ROWS_PER_CATEGORY, VAL_DISTINCT, exclude=set(make_heldout()["prompt"]))
 
 
 def load_heldout(path=HELDOUT_PATH) -> pd.DataFrame:
@@ -49,11 +69,13 @@ def heldout_prompts(path=HELDOUT_PATH) -> set[str]:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=str(HELDOUT_PATH))
+    parser.add_argument("--split", choices=["heldout", "val"], default="heldout")
+    parser.add_argument("--out", help="default: prompts/shapes_heldout.csv or prompts/shapes_val.csv")
     args = parser.parse_args(argv)
-    frame = make_heldout()
-    frame.to_csv(args.out, index=False)
-    print(f"wrote {len(frame)} held-out prompts ({frame['prompt'].nunique()} distinct) to {args.out}")
+    frame = make_heldout() if args.split == "heldout" else make_validation()
+    out = args.out or (HELDOUT_PATH if args.split == "heldout" else VAL_PATH)
+    frame.to_csv(out, index=False)
+    print(f"wrote {len(frame)} {args.split} prompts ({frame['prompt'].nunique()} distinct) to {out}")
 
 
 if __name__ == "__main__":

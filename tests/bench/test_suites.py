@@ -104,6 +104,13 @@ def test_shapes_shipped_heldout_set():
     assert set(frame["category"]) <= {"single", "size", "counting", "two_object"}
 
 
+def test_shapes_validation_suite_shares_no_prompt_with_the_heldout_set():
+    heldout, val = load_suite("shapes"), load_suite("shapes-val")
+    assert len(val) == 512 and set(val["category"]) == set(heldout["category"])
+    assert not set(val["prompt"]) & set(heldout["prompt"])
+    assert suites.is_shapes_suite("shapes-val") and not suites.is_shapes_suite("drawbench")
+
+
 def test_custom_text_file_skips_blank_lines(tmp_path):
     path = tmp_path / "mine.txt"
     path.write_text("\ufeffa red circle\n\n  a blue square  \n", encoding="utf-8")
