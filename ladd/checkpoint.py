@@ -129,12 +129,22 @@ def export_student(teacher_dir: str | Path, student: SD3Transformer2DModel, out_
     return out_dir, linked
 
 
-def load_student_pipeline(checkpoint: str | Path, use_ema: bool = True):
-    """A sampling pipeline from a training checkpoint (EMA weights by default): for `bench.run --model CKPT`."""
+def load_checkpoint_student(checkpoint: str | Path, use_ema: bool = True) -> tuple[SD3Transformer2DModel, Path]:
+    """The student saved in a training checkpoint (EMA weights by default) and the teacher folder it came from."""
     checkpoint = Path(checkpoint)
     record = json.loads((checkpoint / CHECKPOINT_FILE).read_text())
-    teacher_pipe = load_pipeline(record["teacher"])
     student = SD3Transformer2DModel.from_config(record["student_config"])
-    weights = load_file(str(checkpoint / (EMA_FILE if use_ema else "model.safetensors")))
-    student.load_state_dict(weights)
-    return student_pipeline(teacher_pipe, student.eval())
+    student.load_state_dict(load_file(str(checkpoint / (EMA_FILE if use_ema else "model.safetensors"))))
+    return student.eval(), Path(record["teacher"])
+
+
+def load_student_pipeline(checkpoint: str | Path, use_ema: bool = True):
+    """A sampling pipeline from a training checkpoint (EMA weights by default): for `bench.run --model CKPT`."""
+    student, teacher = load_checkpoint_student(checkpoint, use_ema)
+    return student_pipeline(load_pipeline(teacher), student)
+
+
+def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, link_teacher: bool = False):
+    """`export_student` for a training checkpoint's EMA student (e.g. the one chosen on validation prompts)."""
+    student, teacher = load_checkpoint_student(checkpoint)
+    return export_student(teacher, student, out_dir, link_teacher)

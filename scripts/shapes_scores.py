@@ -10,11 +10,12 @@ from bench.run import main as bench_run
 CATEGORIES = ["single", "two_object", "counting", "size"]
 
 
-def shapes_scores(model: Path, out: Path, extra: list[str]) -> dict:
-    """`bench.run` on the 256 held-out shapes prompts (resumable: finished images are kept); the suite's scores."""
-    if bench_run(["--model", str(model), "--suite", "shapes", "--out", str(out), *extra]):
+def shapes_scores(model: Path, out: Path, extra: list[str], suite: str = "shapes") -> dict:
+    """`bench.run` on a shapes suite (default: the 256 held-out prompts; resumable: finished images are kept);
+    the suite's scores."""
+    if bench_run(["--model", str(model), "--suite", suite, "--out", str(out), *extra]):
         raise SystemExit(f"bench.run failed for {model} {' '.join(extra)}")
-    return json.loads((out / "scores.json").read_text())["shapes"]
+    return json.loads((out / "scores.json").read_text())[suite]
 
 
 def score_row(label: str, scores: dict, relative_to: float | None = None) -> str:

@@ -108,6 +108,19 @@ def test_checkpoint_loads_as_a_sampling_pipeline(smoke_teacher, smoke_latents, t
     assert image.size == (64, 64)
 
 
+def test_exporting_the_last_checkpoint_gives_the_runs_own_export(smoke_teacher, smoke_latents, tmp_path):
+    from ladd.checkpoint import export_checkpoint
+
+    run = tmp_path / "run"
+    assert main(smoke_args(smoke_teacher, smoke_latents, run, "iterations=3")) == 0
+    path, linked = export_checkpoint(run / "checkpoints" / "step-000003", tmp_path / "chosen", link_teacher=True)
+    assert (path / "transformer").is_dir() and "vae" in linked and (path / "vae").is_symlink()
+    exported = load_file(str(path / "transformer" / "diffusion_pytorch_model.safetensors"))
+    final = load_file(str(run / "pipeline" / "transformer" / "diffusion_pytorch_model.safetensors"))
+    assert exported.keys() == final.keys() and all(torch.equal(exported[k], final[k]) for k in final)
+    assert json.loads((path / "sampling_defaults.json").read_text())["num_inference_steps"] == 4
+
+
 def test_kill_and_resume_matches_an_uninterrupted_run(smoke_teacher, smoke_latents, tmp_path):
     iterations = ["iterations=40", "checkpoint_every=4", "keep_checkpoints=100", "log_every=100"]
     assert main(smoke_args(smoke_teacher, smoke_latents, tmp_path / "straight", *iterations)) == 0
