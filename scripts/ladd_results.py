@@ -34,7 +34,7 @@ from ladd.shapes.heldout import load_heldout
 from ladd.train import build_training, ladd_iteration
 from shapes_scores import score_row, shapes_scores
 
-def quality(teacher: Path, student: Path, out: Path) -> list[str]:
+def quality(teacher: Path, student: Path, out: Path, samples_per_prompt: int = 1) -> list[str]:
     runs = [
         ("student, 1 step", student, ["--steps", "1"]),
         ("student, 2 steps", student, ["--steps", "2"]),
@@ -43,7 +43,9 @@ def quality(teacher: Path, student: Path, out: Path) -> list[str]:
         ("teacher, 4 Euler steps + CFG", teacher, ["--steps", "4"]),
         ("teacher, 1 Euler step + CFG", teacher, ["--steps", "1"]),
     ]
-    scores = {label: shapes_scores(model, out / label.replace(",", "").replace(" + ", "-").replace(" ", "-"), extra)
+    samples = ["--samples-per-prompt", str(samples_per_prompt)] if samples_per_prompt > 1 else []
+    scores = {label: shapes_scores(model, out / label.replace(",", "").replace(" + ", "-").replace(" ", "-"),
+                                   extra + samples)
               for label, model, extra in runs}
     reference = scores["teacher, 50 steps + CFG"]["accuracy"]
     lines = ["| model | accuracy % | vs teacher 50+CFG | single | two-object | counting | size | CLIP score | FD (CLIP) |",
@@ -146,11 +148,16 @@ def main(argv=None):
     parser.add_argument("--out", default=str(RESULTS_DIR / "ladd-results"))
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--samples-per-prompt", type=int, default=1, help="images per held-out prompt (quality)")
+    parser.add_argument("--quality-only", action="store_true", help="skip the speed and training-cost sections")
     args = parser.parse_args(argv)
     teacher, student = Path(args.teacher), Path(args.student)
     print(f"# {platform.node()} · torch {torch.__version__} · {torch.get_num_threads()} threads\n")
-    print("## Quality on the 256 held-out shapes prompts\n")
-    print("\n".join(quality(teacher, student, Path(args.out))))
+    per_prompt = f", {args.samples_per_prompt} images each" if args.samples_per_prompt > 1 else ""
+    print(f"## Quality on the 256 held-out shapes prompts{per_prompt}\n")
+    print("\n".join(quality(teacher, student, Path(args.out), args.samples_per_prompt)))
+    if args.quality_only:
+        return
     print("\n## Sampling speed\n")
     print("\n".join(speed(teacher, student, args.batch_size, args.repeats)))
     print("\n## Training cost\n")
