@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import textwrap
-from dataclasses import replace
 from pathlib import Path
 
 import ladd  # noqa: F401  (before torch: sets OMP_WAIT_POLICY, see ladd/__init__.py)
@@ -27,14 +26,8 @@ from ladd.paths import REPO_ROOT
 from ladd.pipelines import load_pipeline
 from ladd.sampling import read_sampling_defaults
 from ladd.shapes.evaluate import evaluate
-from ladd.shapes.grammar import parse_prompt, scene_to_prompt
+from ladd.shapes.grammar import parse_prompt, scene_to_prompt, swap_groups
 from ladd.shapes.heldout import load_heldout
-
-
-def swapped(prompt: str) -> str:
-    """The same words with the two groups exchanged: "A left of B" -> "B left of A" (the opposite scene)."""
-    scene = parse_prompt(prompt)
-    return scene_to_prompt(replace(scene, groups=scene.groups[::-1]))
 
 
 def judge(image, prompt: str) -> tuple[bool, bool]:
@@ -58,7 +51,7 @@ def main(argv=None):
     results = {"asked": [], "swapped": []}
     examples = []
     for index, row in enumerate(rows.itertuples()):
-        prompts = [row.prompt] * args.seeds + [swapped(row.prompt)] * args.seeds
+        prompts = [row.prompt] * args.seeds + [scene_to_prompt(swap_groups(parse_prompt(row.prompt)))] * args.seeds
         generators = [torch.Generator().manual_seed(1000 * index + s) for s in range(args.seeds)] * 2
         images = pipe(prompts, generator=generators, width=row.width, height=row.height, **kwargs).images
         results["asked"] += [judge(image, row.prompt) for image in images[: args.seeds]]

@@ -187,6 +187,13 @@ def sample_scene(rng: np.random.Generator, category: str | None = None, backgrou
     return Scene(groups, None, background)
 
 
+def swap_groups(scene: Scene) -> Scene:
+    """The same words with the two groups exchanged: "A left of B" -> "B left of A", the opposite layout."""
+    if len(scene.groups) != 2:
+        raise ValueError("only a scene with two groups has groups to swap")
+    return replace(scene, groups=scene.groups[::-1])
+
+
 def one_attribute_changes(scene: Scene) -> list[Scene]:
     """Every valid scene that differs from `scene` in exactly one stated attribute (a colour, a shape, a count, a
     size, the relation or the background). An image of `scene` refutes each of them: they are hard negatives for

@@ -73,3 +73,19 @@ def test_grammar_has_the_promised_breadth():
     assert len(COLOURS) >= 6 and len(SHAPES) >= 4
     words = {w for p in (scene_to_prompt(sample_scene(np.random.default_rng(s))) for s in range(500)) for w in p.split()}
     assert words <= set(VOCABULARY)
+
+
+def test_swap_groups_keeps_the_words_and_reverses_the_layout():
+    from ladd.shapes.evaluate import evaluate
+    from ladd.shapes.grammar import swap_groups
+    from ladd.shapes.render import render
+
+    scene = parse_prompt("two small green triangles above a yellow square")
+    swapped = swap_groups(scene)
+    assert scene_to_prompt(swapped) == "a yellow square above two small green triangles"
+    assert sorted(scene_to_prompt(swapped).split()) == sorted(scene_to_prompt(scene).split())
+    image = render(scene, 0, 64, 64)
+    assert evaluate(image, scene_to_prompt(scene)).checks["relation"]
+    assert not evaluate(image, scene_to_prompt(swapped)).checks["relation"]
+    with pytest.raises(ValueError):
+        swap_groups(parse_prompt("a red circle"))
