@@ -5,14 +5,17 @@
 For every held-out prompt P = "A <relation> B", the swapped prompt P' = "B <relation> A" has the same words and the
 opposite meaning. Both are sampled with the same seeds (the model's default steps and guidance), and every image is
 judged against P's relation by the exact evaluator. A model that reads the order puts P's relation in P's images and
-breaks it in P''s; a model that reads only the bag of words does the same for both. Prints a markdown table and
-writes a grid of paired samples (docs/img/teacher-word-order.png).
+breaks it in P''s; a model that reads only the bag of words does the same for both. Also compares the pooled text
+embeddings the transformer receives: P against P' (opposite scene) and against P'' = "B <inverse relation> A" (the
+same scene in other words). Prints markdown tables and writes a grid of paired samples
+(docs/img/teacher-word-order.png).
 """
 
 from __future__ import annotations
 
 import argparse
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import ladd  # noqa: F401  (before torch: sets OMP_WAIT_POLICY, see ladd/__init__.py)
@@ -22,12 +25,31 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
 
+from ladd.conditioning import encode_prompts
 from ladd.paths import REPO_ROOT
 from ladd.pipelines import load_pipeline
 from ladd.sampling import read_sampling_defaults
 from ladd.shapes.evaluate import evaluate
-from ladd.shapes.grammar import parse_prompt, scene_to_prompt, swap_groups
+from ladd.shapes.grammar import INVERSE_RELATION, parse_prompt, scene_to_prompt, swap_groups
 from ladd.shapes.heldout import load_heldout
+
+
+def paraphrase(prompt: str) -> str:
+    """The same scene in other words: "A left of B" -> "B right of A"."""
+    swapped = swap_groups(parse_prompt(prompt))
+    return scene_to_prompt(replace(swapped, relation=INVERSE_RELATION[swapped.relation]))
+
+
+def pooled_similarities(pipe, prompts: list[str], max_sequence_length: int) -> list[str]:
+    """Markdown rows: how far the transformer's pooled text input moves when the meaning flips vs when it does not."""
+    unit = [torch.nn.functional.normalize(encode_prompts(pipe, batch, max_sequence_length)[1], dim=-1)
+            for batch in (prompts, [scene_to_prompt(swap_groups(parse_prompt(p))) for p in prompts],
+                          [paraphrase(p) for p in prompts])]
+    opposite, same = (unit[0] * unit[1]).sum(-1), (unit[0] * unit[2]).sum(-1)
+    return ["| pooled text embedding of P against | mean cosine |", "|---|---|",
+            f"| P' (same words, opposite scene) | {opposite.mean():.4f} |",
+            f"| P'' (other words, same scene) | {same.mean():.4f} |",
+            f"| share of prompts where P'' is the nearer | {100 * (same > opposite).float().mean():.1f}% |"]
 
 
 def judge(image, prompt: str) -> tuple[bool, bool]:
@@ -68,6 +90,9 @@ def main(argv=None):
         with_objects = [relation for relation, objects in judged if objects]
         print(f"| {label} | {100 * sum(r for r, _ in judged) / len(judged):.1f}% | "
               f"{100 * sum(with_objects) / max(1, len(with_objects)):.1f}% (of {len(with_objects)}) |")
+
+    print()
+    print("\n".join(pooled_similarities(pipe, list(rows["prompt"]), kwargs.get("max_sequence_length", 256))))
 
     fig, axes = plt.subplots(2, len(examples), figsize=(1.6 * len(examples), 4.4))
     for column, (asked, swap, image_asked, image_swapped) in enumerate(examples):
