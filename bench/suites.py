@@ -167,8 +167,8 @@ def read_parti128(path: str | Path = PARTI128_PATH, parti: pd.DataFrame | None =
 
 def read_shapes(path: str | Path = SHAPES_PATH) -> pd.DataFrame:
     """A shapes-world prompt set (held-out or validation): `prompt,category,width,height`, one size per prompt."""
-    split = "val" if Path(path).name == SHAPES_VAL_PATH.name else "heldout"
-    path = _require_file(Path(path), f"write it with `python -m ladd.shapes.heldout --split {split}`")
+    path = _require_file(Path(path), "write it with `python -m ladd.shapes.heldout` (`--split val` for the "
+                                     "validation set)")
     table = pd.read_csv(path, keep_default_na=False)
     missing = {"prompt", "category", "width", "height"} - set(table.columns)
     if missing:

@@ -34,10 +34,15 @@ def checkpoint_dir(out: Path, iteration: int) -> Path:
     return Path(out) / "checkpoints" / f"step-{iteration:06d}"
 
 
-def latest_checkpoint(out: Path) -> Path | None:
-    """The newest complete checkpoint (temporary folders of a killed save are ignored)."""
+def complete_checkpoints(out: Path) -> list[Path]:
+    """Every complete checkpoint of a run, oldest first (temporary folders of a killed save are ignored)."""
     folder = Path(out) / "checkpoints"
-    done = sorted(p for p in folder.glob("step-??????") if p.is_dir() and (p / CHECKPOINT_FILE).is_file())
+    return sorted(p for p in folder.glob("step-??????") if p.is_dir() and (p / CHECKPOINT_FILE).is_file())
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    """The newest complete checkpoint."""
+    done = complete_checkpoints(out)
     return done[-1] if done else None
 
 

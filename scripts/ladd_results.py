@@ -34,6 +34,9 @@ from ladd.shapes.heldout import load_heldout
 from ladd.train import build_training, ladd_iteration
 from shapes_scores import score_row, shapes_scores
 
+
+
+
 def quality(teacher: Path, student: Path, out: Path, samples_per_prompt: int = 1) -> list[str]:
     runs = [
         ("student, 1 step", student, ["--steps", "1"]),

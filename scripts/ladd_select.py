@@ -15,20 +15,17 @@ import argparse
 import json
 from pathlib import Path
 
-from ladd.checkpoint import CHECKPOINT_FILE, export_checkpoint
+from ladd.checkpoint import CHECKPOINT_FILE, complete_checkpoints, export_checkpoint
 from ladd.paths import RESULTS_DIR
 from shapes_scores import shapes_scores
 
 SAMPLERS = {"1 step": ["--steps", "1"], "2 steps": ["--steps", "2"], "4 steps": []}
 
 
-def checkpoints(run: Path, first: int) -> list[tuple[int, Path]]:
-    found = []
-    for folder in sorted((run / "checkpoints").glob("step-??????")):
-        record = folder / CHECKPOINT_FILE
-        if record.is_file() and json.loads(record.read_text())["iteration"] >= first:
-            found.append((json.loads(record.read_text())["iteration"], folder))
-    return found
+def checkpoints(run: Path, first: int) -> list[tuple[int, Path, dict]]:
+    """(iteration, folder, record) of every complete checkpoint from iteration `first` on."""
+    records = [(folder, json.loads((folder / CHECKPOINT_FILE).read_text())) for folder in complete_checkpoints(run)]
+    return [(record["iteration"], folder, record) for folder, record in records if record["iteration"] >= first]
 
 
 def main(argv=None):
@@ -42,13 +39,13 @@ def main(argv=None):
     found = checkpoints(run, args.first)
     if not found:
         raise SystemExit(f"error: no checkpoints from iteration {args.first} on in {run / 'checkpoints'}")
-    teacher = Path(json.loads((found[0][1] / CHECKPOINT_FILE).read_text())["teacher"])
+    teacher = Path(found[0][2]["teacher"])
 
     reference = shapes_scores(teacher, out / "teacher", [], suite="shapes-val")["accuracy"]
     lines = [f"Teacher, 50 steps + CFG, on the 512 validation prompts: {100 * reference:.1f}%", "",
              "| iteration | " + " | ".join(SAMPLERS) + " | mean | mean vs teacher |", "|" + "---|" * 6]
     means = {}
-    for iteration, folder in found:
+    for iteration, folder, _ in found:
         accuracy = [shapes_scores(folder, out / f"{folder.name}-{label.replace(' ', '-')}", extra,
                                   suite="shapes-val")["accuracy"] for label, extra in SAMPLERS.items()]
         means[iteration] = sum(accuracy) / len(accuracy)
@@ -59,7 +56,7 @@ def main(argv=None):
     lines += ["", f"chosen: iteration {chosen}"]
     print("\n".join(lines))
     if args.export:
-        folder = dict(found)[chosen]
+        folder = next(folder for iteration, folder, _ in found if iteration == chosen)
         path, linked = export_checkpoint(folder, args.export, link_teacher=True)
         print(f"exported {folder} to {path} (linked to the teacher's: {', '.join(linked) or 'nothing'})")
 

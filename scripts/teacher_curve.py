@@ -24,6 +24,9 @@ from safetensors.torch import load_file
 from ladd.paths import REPO_ROOT, RESULTS_DIR
 from shapes_scores import CATEGORIES, score_row, shapes_scores
 
+
+
+
 def snapshot_pipeline(teacher: Path, weights: Path, out: Path) -> Path:
     """A pipeline folder identical to the teacher's except for the transformer weights."""
     if not out.exists():

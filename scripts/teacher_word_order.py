@@ -34,6 +34,11 @@ from ladd.shapes.grammar import INVERSE_RELATION, parse_prompt, scene_to_prompt,
 from ladd.shapes.heldout import load_heldout
 
 
+def opposite(prompt: str) -> str:
+    """The same words, the opposite scene: "A left of B" -> "B left of A"."""
+    return scene_to_prompt(swap_groups(parse_prompt(prompt)))
+
+
 def paraphrase(prompt: str) -> str:
     """The same scene in other words: "A left of B" -> "B right of A"."""
     swapped = swap_groups(parse_prompt(prompt))
@@ -43,7 +48,7 @@ def paraphrase(prompt: str) -> str:
 def pooled_similarities(pipe, prompts: list[str], max_sequence_length: int) -> list[str]:
     """Markdown rows: how far the transformer's pooled text input moves when the meaning flips vs when it does not."""
     unit = [torch.nn.functional.normalize(encode_prompts(pipe, batch, max_sequence_length)[1], dim=-1)
-            for batch in (prompts, [scene_to_prompt(swap_groups(parse_prompt(p))) for p in prompts],
+            for batch in (prompts, [opposite(p) for p in prompts],
                           [paraphrase(p) for p in prompts])]
     opposite, same = (unit[0] * unit[1]).sum(-1), (unit[0] * unit[2]).sum(-1)
     return ["| pooled text embedding of P against | mean cosine |", "|---|---|",
@@ -73,7 +78,7 @@ def main(argv=None):
     results = {"asked": [], "swapped": []}
     examples = []
     for index, row in enumerate(rows.itertuples()):
-        prompts = [row.prompt] * args.seeds + [scene_to_prompt(swap_groups(parse_prompt(row.prompt)))] * args.seeds
+        prompts = [row.prompt] * args.seeds + [opposite(row.prompt)] * args.seeds
         generators = [torch.Generator().manual_seed(1000 * index + s) for s in range(args.seeds)] * 2
         images = pipe(prompts, generator=generators, width=row.width, height=row.height, **kwargs).images
         results["asked"] += [judge(image, row.prompt) for image in images[: args.seeds]]
