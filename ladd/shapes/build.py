@@ -3,11 +3,14 @@
 Stages, each trained by this file on rendered shapes scenes (never on a held-out prompt):
   1. tokenizer  CLIPTokenizer whose BPE merges make every grammar word one token
   2. clip       a tiny CLIPModel, trained contrastively; its text tower becomes the pipeline's text encoders
-  3. vae        a tiny AutoencoderKL (4x downsampling); scaling/shift factors measured from its latents
-  4. teacher    an SD3Transformer2DModel trained with the rectified-flow objective (logit-normal t as in SD3,
+  3. scene_encoder  a tiny T5EncoderModel (the pipeline's T5 slot), trained to write each object group's
+                attributes and place into its words (`ladd.shapes.scene_encoder`)
+  4. vae        a tiny AutoencoderKL (4x downsampling); scaling/shift factors measured from its latents
+  5. teacher    an SD3Transformer2DModel trained with the rectified-flow objective (logit-normal t as in SD3,
                 text dropout so classifier-free guidance works) on all three aspect buckets, with EMA
 Outputs: `<out>/shapes-clip/` (CLIPModel + CLIPProcessor) and `<out>/<teacher.name>/` (StableDiffusion3Pipeline).
-`stages=["teacher"]` reuses an existing CLIP and VAE (e.g. teachers of other depths for the scaling study).
+`stages=["teacher"]` reuses an existing CLIP, and the VAE and scene encoder of the pipeline `reuse_from` (e.g.
+teachers of other depths for the scaling study).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from diffusers import AutoencoderKL
 from diffusers.training_utils import EMAModel
 from safetensors.torch import save_file
 from tqdm import tqdm
-from transformers import CLIPModel, CLIPProcessor, CLIPTokenizer
+from transformers import CLIPModel, CLIPProcessor, CLIPTokenizer, T5EncoderModel
 
 from ladd.conditioning import encode_prompts
 from ladd.config import load_config
@@ -36,32 +39,20 @@ from ladd.paths import CONFIGS_DIR, MODELS_DIR, RESULTS_DIR
 from ladd.shapes.data import BucketSampler, render_pool, to_model_range
 from ladd.shapes.grammar import one_attribute_changes, parse_prompt, scene_to_prompt
 from ladd.shapes.heldout import heldout_prompts
+from ladd.shapes.optim import make_optimizer
+from ladd.shapes.scene_encoder import train_scene_encoder
 from ladd.shapes.zoo import (
-    MAX_SEQUENCE_LENGTH,
     assemble_pipeline,
     build_tokenizer,
     clip_config,
     clip_image_processor,
     make_transformer,
     make_vae,
+    max_sequence_length,
     save_pipeline,
     teacher_scheduler,
     text_encoder_from_clip,
 )
-
-
-def cosine_lr(step: int, total: int, warmup: int, final_fraction: float = 0.1) -> float:
-    """Learning-rate multiplier: linear warm-up, then cosine decay to `final_fraction`."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return final_fraction + (1 - final_fraction) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-def make_optimizer(params, cfg: dict, steps: int):
-    optimizer = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg.get("weight_decay", 0.0))
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_lr(s, steps, cfg["warmup"]))
-    return optimizer, schedule
 
 
 def clip_pixels(processor, images: torch.Tensor) -> torch.Tensor:
@@ -177,6 +168,24 @@ def measure_latent_scaling(encoded) -> tuple[float, float]:
     return means.mean().item(), 1.0 / means.std().item()
 
 
+class PromptTable:
+    """Every pool prompt (and "", the dropped-text prompt) encoded once, exactly as the pipeline encodes them: the
+    frozen text encoders would otherwise recompute the same states at every teacher step (12% of a step with the
+    scene encoder's 16 extra tokens)."""
+
+    def __init__(self, pipe, prompts, batch_size: int = 512):
+        unique = sorted(set(prompts) | {""})
+        self.row = {prompt: i for i, prompt in enumerate(unique)}
+        encoded = [encode_prompts(pipe, unique[i : i + batch_size], max_sequence_length(pipe))
+                   for i in tqdm(range(0, len(unique), batch_size), desc="encoding prompts")]
+        self.embeds = torch.cat([e for e, _ in encoded])
+        self.pooled = torch.cat([p for _, p in encoded])
+
+    def __call__(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = torch.tensor([self.row[p] for p in prompts])
+        return self.embeds[rows], self.pooled[rows]
+
+
 def train_teacher(pipe, pool, encoded, cfg: dict, log: MetricsLog, seed: int, snapshot_dir: Path | None):
     """Rectified-flow training of `pipe.transformer`; returns the EMA weights' model. Snapshots EMA weights
     every `snapshot_every` steps with the elapsed minutes (for the accuracy-vs-training-time curve)."""
@@ -190,6 +199,7 @@ def train_teacher(pipe, pool, encoded, cfg: dict, log: MetricsLog, seed: int, sn
     batches = iter(BucketSampler([len(b.prompts) for b in pool], cfg["batch_size"], seed))
     generator = torch.Generator().manual_seed(seed)
     started = time.time()
+    prompt_table = PromptTable(pipe, [p for bucket in pool for p in bucket.prompts])
     for step in tqdm(range(cfg["steps"]), desc="teacher"):
         b, idx = next(batches)
         mean, std = encoded[b]
@@ -197,7 +207,7 @@ def train_teacher(pipe, pool, encoded, cfg: dict, log: MetricsLog, seed: int, sn
         prompts = [pool[b].prompts[i] for i in idx]
         drop = torch.rand(len(prompts), generator=generator) < cfg["text_dropout"]
         prompts = ["" if d else p for p, d in zip(prompts, drop)]  # "" is what CFG's negative prompt encodes
-        prompt_embeds, pooled = encode_prompts(pipe, prompts, MAX_SEQUENCE_LENGTH)
+        prompt_embeds, pooled = prompt_table(prompts)
         loss = diffusion_loss(transformer, x0, prompt_embeds, pooled, cfg["logit_mean"], cfg["logit_std"],
                               generator=generator)
         optimizer.zero_grad(set_to_none=True)
@@ -252,12 +262,22 @@ def build(cfg: dict, out_dir: Path, work_dir: Path) -> dict:
         tokenizer = CLIPTokenizer.from_pretrained(clip_dir)
         clip = CLIPModel.from_pretrained(clip_dir).eval()
 
+    scene_encoder = None
+    if "scene_encoder" in stages:
+        start = time.time()
+        scene_encoder = train_scene_encoder(tokenizer, cfg["scene_encoder"], 2 * cfg["clip"]["text_width"],
+                                            MetricsLog(work_dir / "scene_encoder.csv"), seed, heldout_prompts())
+        scene_encoder.save_pretrained(work_dir / "scene_encoder")  # usable (e.g. with teacher snapshots) right away
+        timings["scene_encoder"] = (time.time() - start) / 60
+    elif (out_dir / cfg["reuse_from"] / "text_encoder_3").is_dir():
+        scene_encoder = T5EncoderModel.from_pretrained(out_dir / cfg["reuse_from"] / "text_encoder_3").eval()
+
     if "vae" in stages:
         start = time.time()
         vae = train_vae(pool, cfg["vae"], MetricsLog(work_dir / "vae.csv"), seed)
         timings["vae"] = (time.time() - start) / 60
     else:
-        vae = AutoencoderKL.from_pretrained(out_dir / cfg["vae_from"] / "vae").eval()
+        vae = AutoencoderKL.from_pretrained(out_dir / cfg["reuse_from"] / "vae").eval()
 
     start = time.time()
     encoded = encode_pool(vae, pool)
@@ -274,7 +294,8 @@ def build(cfg: dict, out_dir: Path, work_dir: Path) -> dict:
         transformer = make_transformer(
             teacher_cfg, vae.config.latent_channels, cfg["clip"]["text_width"], cfg["clip"]["embed_dim"]
         )
-        pipe = assemble_pipeline(tokenizer, text_encoder_from_clip(clip), vae, transformer, teacher_scheduler())
+        pipe = assemble_pipeline(tokenizer, text_encoder_from_clip(clip), vae, transformer, teacher_scheduler(),
+                                 scene_encoder)
         train_teacher(pipe, pool, encoded, teacher_cfg, MetricsLog(work_dir / f"{teacher_cfg['name']}.csv"), seed,
                       work_dir / f"{teacher_cfg['name']}-snapshots")
         timings["teacher"] = (time.time() - start) / 60
@@ -289,6 +310,7 @@ def build(cfg: dict, out_dir: Path, work_dir: Path) -> dict:
         report["parameters"] = {
             "teacher": num_params(transformer),
             "text_encoder": num_params(pipe.text_encoder),
+            "scene_encoder": num_params(scene_encoder) if scene_encoder is not None else 0,
             "vae": num_params(vae),
             "clip": num_params(clip),
         }

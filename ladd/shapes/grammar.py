@@ -118,6 +118,29 @@ def scene_to_prompt(scene: Scene) -> str:
     return text
 
 
+def word_groups(scene: Scene) -> list[int | None]:
+    """For each word of `scene_to_prompt(scene)`, the index of the object group it describes (None for the
+    relation and background words)."""
+    groups = [[0] * len(group_phrase(scene.groups[0]).split())]
+    if scene.relation:
+        groups += [[None] * len(scene.relation.split()), [1] * len(group_phrase(scene.groups[1]).split())]
+    if scene.background:
+        groups.append([None] * 4)  # "on a <colour> background"
+    return [g for part in groups for g in part]
+
+
+# Where each group stands: "alone" for a one-group scene; for "A <relation> B", A takes the relation's side and B
+# the opposite one ("A left of B": A left, B right).
+PLACES = ("alone", "left", "right", "above", "below")
+_SIDE = {"left of": "left", "right of": "right", "above": "above", "below": "below"}
+
+
+def group_places(scene: Scene) -> tuple[str, ...]:
+    if scene.relation is None:
+        return ("alone",)
+    return _SIDE[scene.relation], _SIDE[INVERSE_RELATION[scene.relation]]
+
+
 # --- prompt -> scene ---------------------------------------------------------------------------------------
 
 _SINGULAR = {plural: shape for shape, plural in PLURALS.items()}

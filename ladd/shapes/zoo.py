@@ -18,11 +18,16 @@ from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTextMode
 from ladd.sampling import write_sampling_defaults
 from ladd.shapes.grammar import VOCABULARY
 
-# The pipeline pads the (absent) T5 stream with `max_sequence_length` zero tokens. The shapes models are trained
-# without that padding, so they are sampled with max_sequence_length=0 (recorded in sampling_defaults.json).
-MAX_SEQUENCE_LENGTH = 0
 TOKENIZER_MAX_LENGTH = 20  # longest shapes prompt is 14 words + BOS/EOS
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
+# The T5 stream's length (`max_sequence_length`, recorded in sampling_defaults.json). With the scene encoder in the T5
+# slot it is the longest prompt; a pipeline without one is sampled with 0, since the pipeline would otherwise pad
+# the absent T5 stream with zero tokens the model never saw in training.
+SCENE_SEQUENCE_LENGTH = 16
+
+
+def max_sequence_length(pipe) -> int:
+    return SCENE_SEQUENCE_LENGTH if pipe.text_encoder_3 is not None else 0
 
 
 def build_tokenizer(max_length: int = TOKENIZER_MAX_LENGTH) -> CLIPTokenizer:
@@ -145,8 +150,10 @@ def teacher_scheduler() -> FlowMatchEulerDiscreteScheduler:
     return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=1.0)
 
 
-def assemble_pipeline(tokenizer, text_encoder, vae, transformer, scheduler) -> StableDiffusion3Pipeline:
-    """An SD3 pipeline with both CLIP slots filled by the shapes text tower and no T5 (as SD3 allows)."""
+def assemble_pipeline(tokenizer, text_encoder, vae, transformer, scheduler,
+                      scene_encoder=None) -> StableDiffusion3Pipeline:
+    """An SD3 pipeline with both CLIP slots filled by the shapes text tower and the T5 slot by the scene encoder
+    (a `T5EncoderModel`, reading the same word-level tokenizer), or empty as SD3 allows."""
     return StableDiffusion3Pipeline(
         transformer=transformer,
         scheduler=scheduler,
@@ -155,15 +162,15 @@ def assemble_pipeline(tokenizer, text_encoder, vae, transformer, scheduler) -> S
         tokenizer=tokenizer,
         text_encoder_2=text_encoder,
         tokenizer_2=tokenizer,
-        text_encoder_3=None,
-        tokenizer_3=None,
+        text_encoder_3=scene_encoder,
+        tokenizer_3=tokenizer if scene_encoder is not None else None,
     )
 
 
 def save_pipeline(pipe: StableDiffusion3Pipeline, out_dir: str | Path, **sampling_defaults) -> Path:
     out_dir = Path(out_dir)
     pipe.save_pretrained(out_dir, safe_serialization=True)
-    write_sampling_defaults(out_dir, max_sequence_length=MAX_SEQUENCE_LENGTH, **sampling_defaults)
+    write_sampling_defaults(out_dir, max_sequence_length=max_sequence_length(pipe), **sampling_defaults)
     return out_dir
 
 

@@ -6,14 +6,16 @@ import numpy as np
 import pytest
 import torch
 from diffusers import StableDiffusion3Pipeline
-from transformers import AutoTokenizer, CLIPModel, CLIPProcessor, CLIPTokenizer
+from transformers import AutoTokenizer, CLIPModel, CLIPProcessor, CLIPTokenizer, T5EncoderModel
 
 from ladd.pipelines import load_pipeline
 from ladd.sampling import read_sampling_defaults
+from ladd.conditioning import encode_prompts
+from ladd.shapes.build import PromptTable
 from ladd.shapes.build import main as build_main
 from ladd.shapes.grammar import VOCABULARY
 from ladd.shapes.render import BUCKETS
-from ladd.shapes.zoo import build_tokenizer
+from ladd.shapes.zoo import SCENE_SEQUENCE_LENGTH, build_tokenizer, max_sequence_length
 
 
 def test_tokenizer_is_word_level_and_loads_from_disk(tmp_path):
@@ -31,9 +33,10 @@ def test_tokenizer_is_word_level_and_loads_from_disk(tmp_path):
 def test_smoke_build_gives_a_stock_sd3_pipeline_for_every_bucket(smoke_zoo):
     out, _ = smoke_zoo
     folder = out / "shapes-sd3"
-    pipe = StableDiffusion3Pipeline.from_pretrained(folder, text_encoder_3=None, tokenizer_3=None)
+    pipe = StableDiffusion3Pipeline.from_pretrained(folder)  # stock loader: all three text slots are on disk
+    assert isinstance(pipe.text_encoder_3, T5EncoderModel)
     defaults = read_sampling_defaults(folder)
-    assert defaults["max_sequence_length"] == 0
+    assert defaults["max_sequence_length"] == SCENE_SEQUENCE_LENGTH
     for width, height in BUCKETS:
         image = pipe(
             "a red circle",
@@ -53,8 +56,8 @@ def test_smoke_build_measures_latent_scaling_and_logs(smoke_zoo):
     pipe = load_pipeline(out / "shapes-sd3")
     assert pipe.vae.config.scaling_factor != 1.0 and pipe.vae.config.shift_factor != 0.0
     report = json.loads((work / "shapes-sd3-build.json").read_text())
-    assert set(report["minutes"]) >= {"render", "clip", "vae", "teacher", "total"}
-    for log in ("clip.csv", "vae.csv", "shapes-sd3.csv"):
+    assert set(report["minutes"]) >= {"render", "clip", "scene_encoder", "vae", "teacher", "total"}
+    for log in ("clip.csv", "scene_encoder.csv", "vae.csv", "shapes-sd3.csv"):
         assert (work / log).read_text().count("\n") >= 2
     assert len((work / "shapes-sd3-snapshots" / "snapshots.jsonl").read_text().splitlines()) == 2
 
@@ -71,7 +74,7 @@ def test_smoke_build_clip_loads_with_its_processor(smoke_zoo):
         assert model(**inputs).logits_per_image.shape == (1, 1)
 
 
-def test_teacher_of_another_depth_reuses_clip_and_vae(smoke_zoo, tmp_path):
+def test_teacher_of_another_depth_reuses_clip_vae_and_scene_encoder(smoke_zoo, tmp_path):
     out, work = smoke_zoo
     assert build_main(["--smoke", "--out", str(out), "--work", str(tmp_path), 'stages=["teacher"]',
                        "teacher.depth=2", 'teacher.name="shapes-sd3-d2"']) == 0
@@ -79,8 +82,20 @@ def test_teacher_of_another_depth_reuses_clip_and_vae(smoke_zoo, tmp_path):
     assert deeper.transformer.config.num_layers == 2
     original = load_pipeline(out / "shapes-sd3")
     assert torch.equal(deeper.vae.encoder.conv_in.weight, original.vae.encoder.conv_in.weight)
+    assert torch.equal(deeper.text_encoder_3.shared.weight, original.text_encoder_3.shared.weight)
 
 
 def test_bad_override_is_one_line_error(capsys):
     assert build_main(["--smoke", "teacher.depthh=3"]) == 2
     assert "unknown config key" in capsys.readouterr().err
+
+
+def test_prompt_table_matches_the_pipeline_encoding(smoke_teacher):
+    pipe = load_pipeline(smoke_teacher)
+    prompts = ["a red circle", "two blue squares above a green cross", "a red circle", ""]
+    table = PromptTable(pipe, prompts[:2], batch_size=1)
+    embeds, pooled = table(prompts)
+    expected_embeds, expected_pooled = encode_prompts(pipe, prompts, max_sequence_length(pipe))
+    assert embeds.shape == expected_embeds.shape and embeds.shape[1] == 20 + SCENE_SEQUENCE_LENGTH
+    torch.testing.assert_close(embeds, expected_embeds)
+    torch.testing.assert_close(pooled, expected_pooled)

@@ -1,0 +1,65 @@
+"""Cost of one teacher training step with the prompts encoded per batch vs looked up in a `PromptTable`.
+
+    python scripts/teacher_step_cost.py [--teacher models/shapes-sd3] [--repeats 15]
+
+The same rectified-flow step as `ladd.shapes.build.train_teacher` (batch 64, 64x64 latents, forward + backward +
+AdamW), the two variants alternated in one process; prints the median seconds per step and their ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from ladd.conditioning import encode_prompts
+from ladd.losses import diffusion_loss
+from ladd.paths import REPO_ROOT
+from ladd.pipelines import load_pipeline
+from ladd.shapes.build import PromptTable
+from ladd.shapes.grammar import sample_scene, scene_to_prompt
+from ladd.shapes.zoo import max_sequence_length
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--teacher", default=str(REPO_ROOT / "models" / "shapes-sd3"))
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=15)
+    args = parser.parse_args(argv)
+    pipe = load_pipeline(args.teacher)
+    transformer = pipe.transformer.train()
+    optimizer = torch.optim.AdamW(transformer.parameters(), lr=1e-6)
+    rng = np.random.default_rng(0)
+    prompts = [scene_to_prompt(sample_scene(rng)) for _ in range(20 * args.batch_size)]
+    table = PromptTable(pipe, prompts)
+    variants = {
+        "encode per batch": lambda batch: encode_prompts(pipe, batch, max_sequence_length(pipe)),
+        "prompt table": table,
+    }
+    times = {name: [] for name in variants}
+    generator = torch.Generator().manual_seed(0)
+    for repeat in range(args.repeats + 1):
+        batch = prompts[(repeat % 20) * args.batch_size:][: args.batch_size]
+        for name, encode in variants.items():
+            started = time.perf_counter()
+            embeds, pooled = encode(batch)
+            x0 = torch.randn(len(batch), transformer.config.in_channels, 16, 16, generator=generator)
+            loss = diffusion_loss(transformer, x0, embeds, pooled, 0.0, 1.0, generator=generator)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if repeat:  # the first round warms up
+                times[name].append(time.perf_counter() - started)
+    median = {name: statistics.median(t) for name, t in times.items()}
+    print(f"teacher step, batch {args.batch_size}, text tokens {embeds.shape[1]}, torch threads {torch.get_num_threads()}")
+    for name, seconds in median.items():
+        print(f"{name}: {seconds:.4f} s")
+    print(f"ratio: {median['encode per batch'] / median['prompt table']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
