@@ -21,6 +21,7 @@ import statistics
 import time
 from pathlib import Path
 
+import ladd  # noqa: F401  (before torch: sets OMP_WAIT_POLICY, see ladd/__init__.py)
 import torch
 from accelerate import Accelerator
 
@@ -33,8 +34,6 @@ from ladd.sampling import read_sampling_defaults
 from ladd.shapes.heldout import load_heldout
 from ladd.train import build_training, ladd_iteration
 from shapes_scores import score_row, shapes_scores
-
-
 
 
 def quality(teacher: Path, student: Path, out: Path, samples_per_prompt: int = 1) -> list[str]:

@@ -14,6 +14,7 @@ import json
 import shutil
 from pathlib import Path
 
+import ladd  # noqa: F401  (before torch: sets OMP_WAIT_POLICY, see ladd/__init__.py)
 import matplotlib
 
 matplotlib.use("Agg")
@@ -23,8 +24,6 @@ from safetensors.torch import load_file
 
 from ladd.paths import REPO_ROOT, RESULTS_DIR
 from shapes_scores import CATEGORIES, score_row, shapes_scores
-
-
 
 
 def snapshot_pipeline(teacher: Path, weights: Path, out: Path) -> Path:

@@ -50,11 +50,11 @@ def pooled_similarities(pipe, prompts: list[str], max_sequence_length: int) -> l
     unit = [torch.nn.functional.normalize(encode_prompts(pipe, batch, max_sequence_length)[1], dim=-1)
             for batch in (prompts, [opposite(p) for p in prompts],
                           [paraphrase(p) for p in prompts])]
-    opposite, same = (unit[0] * unit[1]).sum(-1), (unit[0] * unit[2]).sum(-1)
+    to_opposite, to_same = (unit[0] * unit[1]).sum(-1), (unit[0] * unit[2]).sum(-1)
     return ["| pooled text embedding of P against | mean cosine |", "|---|---|",
-            f"| P' (same words, opposite scene) | {opposite.mean():.4f} |",
-            f"| P'' (other words, same scene) | {same.mean():.4f} |",
-            f"| share of prompts where P'' is the nearer | {100 * (same > opposite).float().mean():.1f}% |"]
+            f"| P' (same words, opposite scene) | {to_opposite.mean():.4f} |",
+            f"| P'' (other words, same scene) | {to_same.mean():.4f} |",
+            f"| share of prompts where P'' is the nearer | {100 * (to_same > to_opposite).float().mean():.1f}% |"]
 
 
 def judge(image, prompt: str) -> tuple[bool, bool]:
