@@ -8,6 +8,7 @@ import pytest
 import ladd.paths
 from bench import backbones, registry
 from bench.run import main
+from ladd.shapes.zoo import SCENE_SEQUENCE_LENGTH
 
 
 @pytest.fixture
@@ -38,7 +39,8 @@ def test_no_arguments_runs_the_shapes_teacher_on_the_shapes_suite(smoke_models, 
     assert scores["clip_backbone"].endswith("shapes-clip")
     assert set(scores["per_category"]) == set(heldout["category"])
     config = json.loads((out / "config.json").read_text())
-    assert config["model"] == "shapes-sd3" and config["call_kwargs"]["max_sequence_length"] == 0
+    # the folder's sampling defaults reach the pipeline call: the scene encoder's token stream length
+    assert config["model"] == "shapes-sd3" and config["call_kwargs"]["max_sequence_length"] == SCENE_SEQUENCE_LENGTH
 
 
 def test_student_is_preferred_when_present(smoke_models, tmp_path, capsys, monkeypatch):
