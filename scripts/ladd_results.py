@@ -126,7 +126,7 @@ def training_cost(config: Path, teacher: Path, data: Path, batch_size: int, repe
             step(i)
             if i >= 2:  # the first two rounds warm up
                 times[name].append(time.perf_counter() - started)
-    ladd, plain = statistics.median(times["ladd"]), statistics.median(times["plain"])
+    ladd_seconds, plain = statistics.median(times["ladd"]), statistics.median(times["plain"])
     heads = sum(p.numel() for p in parts["disc"].parameters())
     return [
         f"Batch {batch_size}, student = teacher = {sum(p.numel() for p in student.parameters()) / 1e6:.2f}M-parameter "
@@ -136,8 +136,8 @@ def training_cost(config: Path, teacher: Path, data: Path, batch_size: int, repe
         "| iteration | seconds |",
         "|---|---|",
         f"| plain diffusion fine-tuning (student fwd+bwd, AdamW) | {plain:.3f} |",
-        f"| LADD (student, teacher on fake with grad, teacher on real, heads, both updates) | {ladd:.3f} |",
-        f"| **ratio** | **{ladd / plain:.2f}x** |",
+        f"| LADD (student, teacher on fake with grad, teacher on real, heads, both updates) | {ladd_seconds:.3f} |",
+        f"| **ratio** | **{ladd_seconds / plain:.2f}x** |",
     ]
 
 

@@ -170,8 +170,8 @@ def measure_latent_scaling(encoded) -> tuple[float, float]:
 
 class PromptTable:
     """Every pool prompt (and "", the dropped-text prompt) encoded once, exactly as the pipeline encodes them: the
-    frozen text encoders would otherwise recompute the same states at every teacher step (12% of a step with the
-    scene encoder's 16 extra tokens)."""
+    frozen text encoders would otherwise recompute the same states at every teacher step
+    (`scripts/teacher_step_cost.py` measures the difference)."""
 
     def __init__(self, pipe, prompts, batch_size: int = 512):
         unique = sorted(set(prompts) | {""})

@@ -24,8 +24,6 @@ from tqdm import tqdm
 from transformers import T5Config, T5EncoderModel
 
 from ladd.logs import MetricsLog
-from ladd.shapes.optim import make_optimizer
-from ladd.shapes.zoo import SCENE_SEQUENCE_LENGTH
 from ladd.shapes.grammar import (
     BACKGROUNDS,
     COLOURS,
@@ -39,6 +37,8 @@ from ladd.shapes.grammar import (
     scene_to_prompt,
     word_groups,
 )
+from ladd.shapes.optim import make_optimizer
+from ladd.shapes.zoo import SCENE_SEQUENCE_LENGTH
 
 IGNORE = -100  # F.cross_entropy's ignore_index: tokens a head has nothing to say about
 
