@@ -8,7 +8,7 @@ the denoiser is `SD3Transformer2DModel`. Real checkpoints load through exactly t
 
 from __future__ import annotations
 
-import json
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -30,28 +30,45 @@ def max_sequence_length(pipe) -> int:
     return SCENE_SEQUENCE_LENGTH if pipe.text_encoder_3 is not None else 0
 
 
+ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"  # unknown words fall back to these characters
+END_OF_WORD = "</w>"
+
+
+def merge_pair(symbols: list[str], pair: tuple[str, str]) -> list[str]:
+    """One BPE merge applied left to right: every adjacent occurrence of `pair` becomes one symbol."""
+    merged, i = [], 0
+    while i < len(symbols):
+        if i + 1 < len(symbols) and (symbols[i], symbols[i + 1]) == pair:
+            merged.append(symbols[i] + symbols[i + 1])
+            i += 2
+        else:
+            merged.append(symbols[i])
+            i += 1
+    return merged
+
+
+def learn_bpe_merges(words: list[str]) -> list[tuple[str, str]]:
+    """BPE learning (Sennrich et al.) until every word is one symbol: merge the commonest adjacent pair, ties broken
+    by the pair's text. Hugging Face's `BpeTrainer` breaks ties in hash order, which gave the same words different
+    token ids in every process and so made the zoo build irreproducible."""
+    segmented = [list(word[:-1]) + [word[-1] + END_OF_WORD] for word in words]
+    merges = []
+    while True:
+        counts = Counter(pair for symbols in segmented for pair in zip(symbols, symbols[1:]))
+        if not counts:
+            return merges
+        pair = min(counts, key=lambda p: (-counts[p], p))
+        merges.append(pair)
+        segmented = [merge_pair(symbols, pair) for symbols in segmented]
+
+
 def build_tokenizer(max_length: int = TOKENIZER_MAX_LENGTH) -> CLIPTokenizer:
-    """A CLIP BPE tokenizer whose merges make every word of the shapes grammar a single token.
-
-    Unknown words fall back to characters (no crash on real prompts such as DrawBench's).
-    """
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
-
-    bpe = Tokenizer(models.BPE(end_of_word_suffix="</w>", unk_token=EOS))
-    bpe.normalizer = normalizers.Sequence([normalizers.NFC(), normalizers.Lowercase()])
-    bpe.pre_tokenizer = pre_tokenizers.Whitespace()
-    trainer = trainers.BpeTrainer(
-        vocab_size=10_000,
-        min_frequency=1,
-        special_tokens=[BOS, EOS],
-        end_of_word_suffix="</w>",
-        initial_alphabet=list("abcdefghijklmnopqrstuvwxyz0123456789"),
-        show_progress=False,
-    )
-    bpe.train_from_iterator([" ".join(VOCABULARY)], trainer)
-    model = json.loads(bpe.to_str())["model"]
-    merges = [tuple(m) if isinstance(m, list) else tuple(m.split()) for m in model["merges"]]
-    tokenizer = CLIPTokenizer(vocab=model["vocab"], merges=merges, model_max_length=max_length)
+    """A CLIP BPE tokenizer whose merges make every word of the shapes grammar a single token; the same on every
+    run. Unknown words fall back to characters (no crash on real prompts such as DrawBench's)."""
+    merges = learn_bpe_merges(VOCABULARY)
+    symbols = [BOS, EOS] + [c + suffix for c in ALPHABET for suffix in ("", END_OF_WORD)] + ["".join(m) for m in merges]
+    vocab = {symbol: i for i, symbol in enumerate(dict.fromkeys(symbols))}
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=max_length)
     unknown = [w for w in VOCABULARY if len(tokenizer.tokenize(w)) != 1]
     assert not unknown, f"words not single tokens: {unknown}"
     return tokenizer

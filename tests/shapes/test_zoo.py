@@ -1,9 +1,11 @@
 """The zoo: tokenizer on disk, and a smoke build (the real build's code at tiny sizes) giving loadable models."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 from diffusers import StableDiffusion3Pipeline
 from transformers import AutoTokenizer, CLIPModel, CLIPProcessor, CLIPTokenizer, T5EncoderModel
@@ -15,7 +17,7 @@ from ladd.shapes.build import PromptTable
 from ladd.shapes.build import main as build_main
 from ladd.shapes.grammar import VOCABULARY
 from ladd.shapes.render import BUCKETS
-from ladd.shapes.zoo import SCENE_SEQUENCE_LENGTH, build_tokenizer, max_sequence_length
+from ladd.shapes.zoo import SCENE_SEQUENCE_LENGTH, build_tokenizer, learn_bpe_merges, max_sequence_length
 
 
 def test_tokenizer_is_word_level_and_loads_from_disk(tmp_path):
@@ -28,6 +30,28 @@ def test_tokenizer_is_word_level_and_loads_from_disk(tmp_path):
         assert all(len(loaded.tokenize(word)) == 1 for word in VOCABULARY)
         # words outside the grammar degrade to characters instead of failing
         assert len(loaded.tokenize("zebra")) > 1
+
+
+def test_bpe_merges_take_the_commonest_pair_first_and_break_ties_by_text():
+    # "ab" and "cb</w>" each occur in two words; "ab" wins the tie on text, then "ab" + "c" ...
+    merges = learn_bpe_merges(["abc", "abd", "cb", "cb"])
+    assert merges[:2] == [("a", "b"), ("c", "b</w>")]
+    assert {"".join(m) for m in merges} >= {"abc</w>", "abd</w>", "cb</w>"}
+
+
+def test_smoke_build_is_byte_identical_in_a_fresh_process(smoke_zoo, tmp_path):
+    """Every stage is seeded; a tokenizer trained with hash-order tie-breaking once gave each process other token
+    ids, so the text encoders (and the teacher reading them) came out different on every build."""
+    out, _ = smoke_zoo
+    command = [sys.executable, "-m", "ladd.shapes.build", "--smoke", "--out", str(tmp_path / "zoo"),
+               "--work", str(tmp_path / "work")]
+    subprocess.run(command, check=True, capture_output=True)
+    weights = sorted(p.relative_to(out) for p in out.rglob("*.safetensors"))
+    assert len(weights) >= 5
+    for path in weights:
+        assert (tmp_path / "zoo" / path).read_bytes() == (out / path).read_bytes(), path
+    tokenizer = Path("shapes-sd3") / "tokenizer" / "tokenizer.json"
+    assert (tmp_path / "zoo" / tokenizer).read_text() == (out / tokenizer).read_text()
 
 
 def test_smoke_build_gives_a_stock_sd3_pipeline_for_every_bucket(smoke_zoo):
