@@ -1,9 +1,11 @@
-"""Cost of one teacher training step with the prompts encoded per batch vs looked up in a `PromptTable`.
+"""Cost of one teacher training step: prompts encoded per batch vs looked up in a `PromptTable`, and two CPU
+speed-ups one might hope would buy the zoo build more steps in its hour (bf16 autocast, `torch.compile`).
 
     python scripts/teacher_step_cost.py [--teacher models/shapes-sd3] [--repeats 15]
 
 The same rectified-flow step as `ladd.shapes.build.train_teacher` (batch 64, 64x64 latents, forward + backward +
-AdamW), the two variants alternated in one process; prints the median seconds per step and their ratio.
+AdamW), the variants alternated in one process; prints the median seconds per step of each and its speed-up over
+the prompt table in fp32 (what the build uses). The compiled model's first step (compilation) is not timed.
 """
 
 from __future__ import annotations
@@ -37,29 +39,35 @@ def main(argv=None):
     rng = np.random.default_rng(0)
     prompts = [scene_to_prompt(sample_scene(rng)) for _ in range(20 * args.batch_size)]
     table = PromptTable(pipe, prompts)
-    variants = {
-        "encode per batch": lambda batch: encode_prompts(pipe, batch, max_sequence_length(pipe)),
-        "prompt table": table,
+    encode_per_batch = lambda batch: encode_prompts(pipe, batch, max_sequence_length(pipe))  # noqa: E731
+    compiled = torch.compile(transformer)
+    variants = {  # name: (prompt encoding, model, bf16 autocast)
+        "encode per batch": (encode_per_batch, transformer, False),
+        "prompt table": (table, transformer, False),
+        "prompt table, bf16 autocast": (table, transformer, True),
+        "prompt table, torch.compile": (table, compiled, False),
     }
     times = {name: [] for name in variants}
     generator = torch.Generator().manual_seed(0)
     for repeat in range(args.repeats + 1):
         batch = prompts[(repeat % 20) * args.batch_size:][: args.batch_size]
-        for name, encode in variants.items():
+        for name, (encode, model, bf16) in variants.items():
             started = time.perf_counter()
             embeds, pooled = encode(batch)
             x0 = torch.randn(len(batch), transformer.config.in_channels, 16, 16, generator=generator)
-            loss = diffusion_loss(transformer, x0, embeds, pooled, 0.0, 1.0, generator=generator)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss = diffusion_loss(model, x0, embeds, pooled, 0.0, 1.0, generator=generator)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            if repeat:  # the first round warms up
+            if repeat:  # the first round warms up (and compiles)
                 times[name].append(time.perf_counter() - started)
     median = {name: statistics.median(t) for name, t in times.items()}
     print(f"teacher step, batch {args.batch_size}, text tokens {embeds.shape[1]}, torch threads {torch.get_num_threads()}")
+    print("| variant | seconds per step | speed-up over the prompt table |")
+    print("|---|---|---|")
     for name, seconds in median.items():
-        print(f"{name}: {seconds:.4f} s")
-    print(f"ratio: {median['encode per batch'] / median['prompt table']:.2f}x")
+        print(f"| {name} | {seconds:.4f} | {median['prompt table'] / seconds:.2f}x |")
 
 
 if __name__ == "__main__":
