@@ -18,13 +18,13 @@ import ladd  # noqa: F401  (before torch-backed imports: sets OMP_WAIT_POLICY, s
 import pandas as pd
 from PIL import Image
 
-from bench.runfolder import MANIFEST
+from bench.runfolder import MANIFEST, read_manifest
 from ladd.shapes.evaluate import evaluate
 
 
 def failed_checks(run: Path) -> pd.DataFrame:
     """One row per (image, check): category, check kind, passed."""
-    manifest = pd.read_parquet(run / MANIFEST)
+    manifest = read_manifest(run)
     rows = []
     for image in manifest.itertuples():
         checks = evaluate(Image.open(run / image.path), image.prompt).checks

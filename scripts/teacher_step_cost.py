@@ -39,10 +39,9 @@ def main(argv=None):
     rng = np.random.default_rng(0)
     prompts = [scene_to_prompt(sample_scene(rng)) for _ in range(20 * args.batch_size)]
     table = PromptTable(pipe, prompts)
-    encode_per_batch = lambda batch: encode_prompts(pipe, batch, max_sequence_length(pipe))  # noqa: E731
     compiled = torch.compile(transformer)
     variants = {  # name: (prompt encoding, model, bf16 autocast)
-        "encode per batch": (encode_per_batch, transformer, False),
+        "encode per batch": (lambda batch: encode_prompts(pipe, batch, max_sequence_length(pipe)), transformer, False),
         "prompt table": (table, transformer, False),
         "prompt table, bf16 autocast": (table, transformer, True),
         "prompt table, torch.compile": (table, compiled, False),

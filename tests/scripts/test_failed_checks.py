@@ -15,12 +15,12 @@ def test_tally_counts_what_fails_and_table_reads_it(tmp_path):
         ("two blue squares", "a blue square", "single"),  # right objects, wrong count
         ("a green cross left of a pink triangle", "a green cross right of a pink triangle", "two_object"),
     ]
+    (tmp_path / "images").mkdir()
     rows = []
     for i, (drawn, judged, category) in enumerate(images):
         path = f"images/{i}.png"
-        (tmp_path / "images").mkdir(exist_ok=True)
         render(parse_prompt(drawn), seed=i, width=64, height=64).save(tmp_path / path)
-        rows.append({"prompt": judged, "category": category, "path": path})
+        rows.append({"prompt_id": f"{i:04d}", "prompt": judged, "category": category, "path": path})
     pd.DataFrame(rows).to_parquet(tmp_path / MANIFEST)
 
     checks = failed_checks(tmp_path)
