@@ -85,6 +85,9 @@ def build_parser() -> OneLineParser:
     parser.add_argument("--clip", metavar="PATH", help="CLIP for CLIP metrics: Hugging Face CLIP folder or open_clip "
                                                         "ViT-g-14 weights file (default: ViT-g-14 laion2b_s34b_b88k "
                                                         "from the HF cache; shapes suite: models/shapes-clip)")
+    parser.add_argument("--vae", metavar="DIR", help="decode with this VAE folder instead of the model's own, e.g. "
+                                                     "the tiny models/shapes-tiny-vae (or madebyollin/taesd3 for SD3, "
+                                                     "downloaded); it must share the model's latent space")
     parser.add_argument("--no-score", action="store_true", help="generate only; score later with bench.score")
     parser.add_argument("--tag", type=_tag, action="append", default=[], metavar="KEY=VALUE",
                         help="free-form tag recorded in config.json (repeatable), e.g. --tag student_depth=4")
@@ -132,6 +135,8 @@ def run_identity(spec, args, batch_size: int) -> dict:
         "seed": args.seed,
         "batch_size": batch_size,  # a stochastic sampler's renoise noise is drawn per batch
         "mask_policy": args.mask_policy,
+        "vae": str(Path(args.vae).resolve()) if args.vae else None,
+        "vae_fingerprint": folder_fingerprint(args.vae) if args.vae else None,
     }
 
 
@@ -156,6 +161,8 @@ def default_out(spec, suites: list[str], args) -> Path:
         parts.append(f"g{args.guidance:g}")
     if args.seed:
         parts.append(f"seed{args.seed}")
+    if args.vae:
+        parts.append(f"vae-{Path(args.vae).resolve().name}")
     return RESULTS_DIR / "-".join(parts)
 
 
@@ -207,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     from bench.registry import check_available
 
     check_available(spec)
+    if args.vae and not (Path(args.vae) / "config.json").is_file():
+        raise BenchError(f"--vae {args.vae} is not a VAE folder (no config.json)")
     if not args.no_score:
         check_scoring(suites, args.clip)
     batch_size = args.batch_size or spec.batch_size
@@ -223,6 +232,13 @@ def main(argv: list[str] | None = None) -> int:
     from bench.runfolder import Journal, merge_manifest, remove_temporaries
 
     pipe = load_model(spec, state.device)
+    if args.vae:
+        from ladd.pipelines import swap_vae
+
+        try:
+            swap_vae(pipe, args.vae)
+        except ValueError as error:
+            raise BenchError(str(error)) from None
     call_kwargs = resolve_call_kwargs(pipe, spec.defaults, args.steps, args.guidance)
     steps, guidance = effective_steps(pipe, call_kwargs), effective_guidance(pipe, call_kwargs)
     size = default_size(pipe, call_kwargs)
@@ -253,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
             "default_size": list(size),
             "call_kwargs": call_kwargs,
             "pipeline": type(pipe).__name__,
+            "vae": {"class": type(pipe.vae).__name__, "source": str(Path(args.vae).resolve()) if args.vae else None},
             "scheduler": {"class": type(pipe.scheduler).__name__, **dict(pipe.scheduler.config)},
             "tags": {**previous.get("tags", {}), **checkpoint_tags(spec), **dict(args.tag)},
             "checkpoint": checkpoint_info(spec) or None,

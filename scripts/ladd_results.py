@@ -29,14 +29,15 @@ from ladd.config import load_config
 from ladd.data import LatentBuckets
 from ladd.losses import diffusion_loss
 from ladd.paths import CONFIGS_DIR, REPO_ROOT, RESULTS_DIR
-from ladd.pipelines import load_pipeline
+from ladd.pipelines import load_pipeline, swap_vae
 from ladd.sampling import read_sampling_defaults
 from ladd.shapes.heldout import load_heldout
 from ladd.train import build_training, ladd_iteration
 from shapes_scores import score_row, shapes_scores
 
 
-def quality(teacher: Path, student: Path, out: Path, samples_per_prompt: int = 1) -> list[str]:
+def quality(teacher: Path, student: Path, out: Path, samples_per_prompt: int = 1,
+            vae: Path | None = None) -> list[str]:
     runs = [
         ("student, 1 step", student, ["--steps", "1"]),
         ("student, 2 steps", student, ["--steps", "2"]),
@@ -46,6 +47,7 @@ def quality(teacher: Path, student: Path, out: Path, samples_per_prompt: int = 1
         ("teacher, 1 Euler step + CFG", teacher, ["--steps", "1"]),
     ]
     samples = ["--samples-per-prompt", str(samples_per_prompt)] if samples_per_prompt > 1 else []
+    samples += ["--vae", str(vae)] if vae is not None else []
     scores = {label: shapes_scores(model, out / label.replace(",", "").replace(" + ", "-").replace(" ", "-"),
                                    extra + samples)
               for label, model, extra in runs}
@@ -62,27 +64,37 @@ def seconds_per_image(pipe, prompts, kwargs) -> float:
     return (time.perf_counter() - started) / len(prompts)
 
 
-def speed(teacher: Path, student: Path, batch_size: int, repeats: int) -> list[str]:
+def speed(teacher: Path, student: Path, batch_size: int, repeats: int, vae: Path | None = None) -> list[str]:
     """Seconds per image for the whole pipeline (text encoding, denoising, VAE decode) and for text encoding +
-    denoising alone (`output_type="latent"`): at 64 px the VAE decode is a fixed cost that both samplers pay."""
+    denoising alone (`output_type="latent"`): at 64 px the VAE decode is a fixed cost that both samplers pay.
+    With `vae` (e.g. the tiny models/shapes-tiny-vae), also the whole pipeline with both decoding through it."""
     prompts = load_heldout()["prompt"].tolist()[:batch_size]
+    rows = {"full pipeline (PIL images)": ("pil", None)}
+    if vae is not None:  # a fair comparison: the zoo's own VAE installed the same way (channels-last) as `vae`
+        rows["full pipeline, both decoding with the zoo VAE, channels-last"] = ("pil", teacher / "vae")
+        rows[f"full pipeline, both decoding with {vae.name}, channels-last"] = ("pil", vae)
+    rows["text encoding + denoising (latents)"] = ("latent", None)
     setups = {}
     for name, folder in (("teacher", teacher), ("student", student)):
-        pipe = load_pipeline(folder)
-        pipe.set_progress_bar_config(disable=True)
         d = read_sampling_defaults(folder)
         kwargs = {k: d[k] for k in ("num_inference_steps", "guidance_scale", "max_sequence_length") if k in d}
-        setups[name] = (pipe, {**kwargs, "height": 64, "width": 64})
-    outputs = {"full pipeline (PIL images)": "pil", "text encoding + denoising (latents)": "latent"}
-    times = {(name, output): [] for name in setups for output in outputs.values()}
-    for name, (pipe, kwargs) in setups.items():  # warm-up
+        for vae_dir in dict.fromkeys(v for _, v in rows.values()):
+            pipe = load_pipeline(folder)
+            if vae_dir is not None:
+                swap_vae(pipe, vae_dir)
+            pipe.set_progress_bar_config(disable=True)
+            setups[(name, vae_dir)] = (pipe, {**kwargs, "height": 64, "width": 64})
+    for pipe, kwargs in setups.values():  # warm-up
         seconds_per_image(pipe, prompts, kwargs)
+    times = {(name, label): [] for name in ("teacher", "student") for label in rows}
     for _ in range(repeats):
-        for (name, output), samples in times.items():
-            pipe, kwargs = setups[name]
+        for (name, label), samples in times.items():
+            output, vae_dir = rows[label]
+            pipe, kwargs = setups[(name, vae_dir)]
             samples.append(seconds_per_image(pipe, prompts, {**kwargs, "output_type": output}))
     median = {key: statistics.median(samples) for key, samples in times.items()}
-    describe = {n: f"{k['num_inference_steps']} steps, guidance {k['guidance_scale']}" for n, (_, k) in setups.items()}
+    describe = {n: f"{k['num_inference_steps']} steps, guidance {k['guidance_scale']}"
+                for (n, vae_dir), (_, k) in setups.items() if vae_dir is None}
     lines = [
         f"Batch of {batch_size} held-out prompts at 64x64, median of {repeats} alternating repeats, "
         f"{torch.get_num_threads()} CPU threads (seconds per image):",
@@ -90,8 +102,8 @@ def speed(teacher: Path, student: Path, batch_size: int, repeats: int) -> list[s
         f"| what is timed | teacher ({describe['teacher']}) | student ({describe['student']}) | speed-up |",
         "|---|---|---|---|",
     ]
-    for label, output in outputs.items():
-        t, s = median[("teacher", output)], median[("student", output)]
+    for label in rows:
+        t, s = median[("teacher", label)], median[("student", label)]
         lines.append(f"| {label} | {t:.4f} | {s:.4f} | **{t / s:.1f}x** |")
     return lines
 
@@ -151,17 +163,21 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--samples-per-prompt", type=int, default=1, help="images per held-out prompt (quality)")
+    parser.add_argument("--vae", help="decode every quality row with this VAE folder (e.g. models/shapes-tiny-vae); "
+                                      "the speed table then also times the whole pipeline with it")
     parser.add_argument("--quality-only", action="store_true", help="skip the speed and training-cost sections")
     args = parser.parse_args(argv)
     teacher, student = Path(args.teacher), Path(args.student)
+    vae = Path(args.vae) if args.vae else None
     print(f"# {platform.node()} · torch {torch.__version__} · {torch.get_num_threads()} threads\n")
     per_prompt = f", {args.samples_per_prompt} images each" if args.samples_per_prompt > 1 else ""
-    print(f"## Quality on the 256 held-out shapes prompts{per_prompt}\n")
-    print("\n".join(quality(teacher, student, Path(args.out), args.samples_per_prompt)))
+    decoder = f", decoded with {vae.name}" if vae is not None else ""
+    print(f"## Quality on the 256 held-out shapes prompts{per_prompt}{decoder}\n")
+    print("\n".join(quality(teacher, student, Path(args.out), args.samples_per_prompt, vae)))
     if args.quality_only:
         return
     print("\n## Sampling speed\n")
-    print("\n".join(speed(teacher, student, args.batch_size, args.repeats)))
+    print("\n".join(speed(teacher, student, args.batch_size, args.repeats, vae)))
     print("\n## Training cost\n")
     print("\n".join(training_cost(Path(args.config), teacher, Path(args.data), args.batch_size, args.repeats)))
 

@@ -6,11 +6,14 @@ Stages, each trained by this file on rendered shapes scenes (never on a held-out
   3. scene_encoder  a tiny T5EncoderModel (the pipeline's T5 slot), trained to write each object group's
                 attributes and place into its words (`ladd.shapes.scene_encoder`)
   4. vae        a tiny AutoencoderKL (4x downsampling); scaling/shift factors measured from its latents
-  5. teacher    an SD3Transformer2DModel trained with the rectified-flow objective (logit-normal t as in SD3,
+  5. tiny_vae   a TAESD-style AutoencoderTiny for the VAE's latents: a several times cheaper decoder (and encoder),
+                trained to decode the VAE's latents into the rendered images and to encode like the VAE
+  6. teacher    an SD3Transformer2DModel trained with the rectified-flow objective (logit-normal t as in SD3,
                 text dropout so classifier-free guidance works) on all three aspect buckets, with EMA
-Outputs: `<out>/shapes-clip/` (CLIPModel + CLIPProcessor) and `<out>/<teacher.name>/` (StableDiffusion3Pipeline).
+Outputs: `<out>/shapes-clip/` (CLIPModel + CLIPProcessor), `<out>/<tiny_vae.name>/` (AutoencoderTiny) and
+`<out>/<teacher.name>/` (StableDiffusion3Pipeline).
 `stages=["teacher"]` reuses an existing CLIP, and the VAE and scene encoder of the pipeline `reuse_from` (e.g.
-teachers of other depths for the scaling study).
+teachers of other depths for the scaling study); `stages=["tiny_vae"]` fits a tiny VAE to that pipeline's VAE.
 """
 
 from __future__ import annotations
@@ -25,13 +28,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import AutoencoderKL
+from diffusers import AutoencoderKL, AutoencoderTiny
 from diffusers.training_utils import EMAModel
 from safetensors.torch import save_file
 from tqdm import tqdm
 from transformers import CLIPModel, CLIPProcessor, CLIPTokenizer, T5EncoderModel
 
 from ladd.conditioning import encode_prompts
+from ladd.data import LatentBuckets
 from ladd.config import load_config
 from ladd.logs import MetricsLog
 from ladd.losses import diffusion_loss
@@ -46,6 +50,7 @@ from ladd.shapes.zoo import (
     build_tokenizer,
     clip_config,
     clip_image_processor,
+    make_tiny_vae,
     make_transformer,
     make_vae,
     max_sequence_length,
@@ -146,6 +151,50 @@ def train_vae(pool, cfg: dict, log: MetricsLog, seed: int) -> AutoencoderKL:
             psnr = 10 * math.log10(4.0 / max(mse.item(), 1e-10))  # range [-1, 1] has peak-to-peak 2
             log.write(step=step, loss=loss.item(), l1=l1.item(), kl=kl.item(), psnr=psnr)
     return vae.eval()
+
+
+def train_tiny_vae(pool, vae: AutoencoderKL, cfg: dict, log: MetricsLog, seed: int,
+                   generated: LatentBuckets | None = None) -> AutoencoderTiny:
+    """Fit an AutoencoderTiny to the frozen `vae`, as TAESD is fitted to SD's VAE: its decoder learns to decode
+    like the VAE's decoder, its encoder to give the VAE's posterior mean. Trained on crops, like the VAE.
+
+    A generator's latents are not an encoder's: the teacher's, at CFG 4, have 1.75x the encoded latents' spread,
+    which a decoder fitted to encoded latents alone turns into wrong colours. So the decoder also sees latents moved
+    off the encoder's manifold by Gaussian noise (up to `latent_noise` of their std) and, given `generated`
+    (`ladd.synth` shards), half of every batch is crops of latents the teacher actually made."""
+    torch.manual_seed(seed)
+    tiny = make_tiny_vae(cfg, vae).to(memory_format=torch.channels_last)
+    optimizer, schedule = make_optimizer(tiny.parameters(), cfg, cfg["steps"])
+    batches = iter(BucketSampler([len(b.prompts) for b in pool], cfg["batch_size"], seed))
+    generator = torch.Generator().manual_seed(seed)
+    factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    tiny.train()
+    for step in tqdm(range(cfg["steps"]), desc="tiny vae"):
+        b, idx = next(batches)
+        x = random_crop(to_model_range(pool[b].images[idx]), cfg["crop_size"], factor, generator)
+        with torch.no_grad():
+            posterior = vae.encode(x).latent_dist
+            noise = torch.rand(len(x), 1, 1, 1, generator=generator) * cfg["latent_noise"] / vae.config.scaling_factor
+            latents = posterior.sample(generator) + noise * torch.randn(posterior.mean.shape, generator=generator)
+            if generated is not None:
+                made = generated.batch(step, len(x) // 2, seed)["latents"]
+                made = made / vae.config.scaling_factor + vae.config.shift_factor  # model space -> the VAE's own
+                latents = torch.cat([latents[len(made):], random_crop(made, cfg["crop_size"] // factor, 1, generator)])
+            target = vae.decode(latents).sample
+        reconstruction = tiny.decode(latents).sample
+        mse = F.mse_loss(reconstruction, target)
+        decode_loss = F.l1_loss(reconstruction, target) + mse
+        encode_loss = F.mse_loss(tiny.encode(x).latents, posterior.mean)
+        loss = decode_loss + encode_loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        if step % 50 == 0 or step == cfg["steps"] - 1:
+            psnr = 10 * math.log10(4.0 / max(mse.item(), 1e-10))  # against the big decoder's output
+            log.write(step=step, loss=loss.item(), decode_loss=decode_loss.item(), encode_loss=encode_loss.item(),
+                      psnr=psnr)
+    return tiny.eval()
 
 
 @torch.no_grad()
@@ -280,13 +329,21 @@ def build(cfg: dict, out_dir: Path, work_dir: Path) -> dict:
         vae = AutoencoderKL.from_pretrained(out_dir / cfg["reuse_from"] / "vae").eval()
 
     start = time.time()
-    encoded = encode_pool(vae, pool)
+    encoded = encode_pool(vae, pool) if "vae" in stages or "teacher" in stages else None
     if "vae" in stages:
         shift, scaling = measure_latent_scaling(encoded)
         vae.register_to_config(shift_factor=shift, scaling_factor=scaling)
         vae.save_pretrained(work_dir / "vae")  # usable (e.g. to inspect teacher snapshots) before the build ends
     timings["encode"] = (time.time() - start) / 60
     report["latent_scaling"] = {"shift_factor": vae.config.shift_factor, "scaling_factor": vae.config.scaling_factor}
+
+    if "tiny_vae" in stages:
+        start = time.time()
+        generated = LatentBuckets(cfg["tiny_vae"]["generated"]) if cfg["tiny_vae"]["generated"] else None
+        tiny_vae = train_tiny_vae(pool, vae, cfg["tiny_vae"], MetricsLog(work_dir / "tiny_vae.csv"), seed, generated)
+        tiny_vae.save_pretrained(out_dir / cfg["tiny_vae"]["name"])
+        timings["tiny_vae"] = (time.time() - start) / 60
+        report["tiny_vae_parameters"] = num_params(tiny_vae)
 
     if "teacher" in stages:
         start = time.time()
@@ -331,6 +388,10 @@ def main(argv=None) -> int:
         cfg = load_config(config_path, args.overrides)
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    generated = cfg["tiny_vae"]["generated"] if "tiny_vae" in cfg["stages"] else ""
+    if generated and not any(Path(generated).glob("shard-*.safetensors")):
+        print(f"error: tiny_vae.generated={generated}: no ladd.synth shards there", file=sys.stderr)
         return 2
     out_dir = Path(args.out)
     work_dir = Path(args.work) if args.work else RESULTS_DIR / "zoo-build"

@@ -6,15 +6,21 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import pytest
 import torch
-from diffusers import StableDiffusion3Pipeline
+from diffusers import AutoencoderKL, AutoencoderTiny, StableDiffusion3Pipeline
 from transformers import AutoTokenizer, CLIPModel, CLIPProcessor, CLIPTokenizer, T5EncoderModel
 
-from ladd.pipelines import load_pipeline
+from ladd.data import LatentBuckets
+from ladd.logs import MetricsLog
+from ladd.pipelines import load_pipeline, swap_vae
 from ladd.sampling import read_sampling_defaults
 from ladd.conditioning import encode_prompts
 from ladd.shapes.build import PromptTable
 from ladd.shapes.build import main as build_main
+from ladd.shapes.build import train_tiny_vae
+from ladd.shapes.data import render_pool, to_model_range
 from ladd.shapes.grammar import VOCABULARY
 from ladd.shapes.render import BUCKETS
 from ladd.shapes.zoo import SCENE_SEQUENCE_LENGTH, build_tokenizer, learn_bpe_merges, max_sequence_length
@@ -80,8 +86,8 @@ def test_smoke_build_measures_latent_scaling_and_logs(smoke_zoo):
     pipe = load_pipeline(out / "shapes-sd3")
     assert pipe.vae.config.scaling_factor != 1.0 and pipe.vae.config.shift_factor != 0.0
     report = json.loads((work / "shapes-sd3-build.json").read_text())
-    assert set(report["minutes"]) >= {"render", "clip", "scene_encoder", "vae", "teacher", "total"}
-    for log in ("clip.csv", "scene_encoder.csv", "vae.csv", "shapes-sd3.csv"):
+    assert set(report["minutes"]) >= {"render", "clip", "scene_encoder", "vae", "tiny_vae", "teacher", "total"}
+    for log in ("clip.csv", "scene_encoder.csv", "vae.csv", "tiny_vae.csv", "shapes-sd3.csv"):
         assert (work / log).read_text().count("\n") >= 2
     assert len((work / "shapes-sd3-snapshots" / "snapshots.jsonl").read_text().splitlines()) == 2
 
@@ -114,6 +120,13 @@ def test_bad_override_is_one_line_error(capsys):
     assert "unknown config key" in capsys.readouterr().err
 
 
+def test_tiny_vae_without_synthetic_shards_is_one_line_error(tmp_path, capsys):
+    assert build_main(["--smoke", "--out", str(tmp_path), 'stages=["tiny_vae"]',
+                       f"tiny_vae.generated={tmp_path / 'none'}"]) == 2
+    assert "no ladd.synth shards there" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
 def test_prompt_table_matches_the_pipeline_encoding(smoke_teacher):
     pipe = load_pipeline(smoke_teacher)
     prompts = ["a red circle", "two blue squares above a green cross", "a red circle", ""]
@@ -123,3 +136,46 @@ def test_prompt_table_matches_the_pipeline_encoding(smoke_teacher):
     assert embeds.shape == expected_embeds.shape and embeds.shape[1] == 20 + SCENE_SEQUENCE_LENGTH
     torch.testing.assert_close(embeds, expected_embeds)
     torch.testing.assert_close(pooled, expected_pooled)
+
+
+def test_smoke_build_fits_a_tiny_vae_that_swaps_into_the_pipeline(smoke_zoo):
+    out, _ = smoke_zoo
+    tiny = AutoencoderTiny.from_pretrained(out / "shapes-tiny-vae")
+    pipe = load_pipeline(out / "shapes-sd3")
+    assert (tiny.config.scaling_factor, tiny.config.shift_factor) == \
+        (pipe.vae.config.scaling_factor, pipe.vae.config.shift_factor)
+    images = to_model_range(torch.randint(0, 256, (2, 3, 64, 96), dtype=torch.uint8))
+    with torch.no_grad():  # it encodes to the big VAE's latent grid (image-to-image and inpainting encode)
+        assert tiny.encode(images).latents.shape == pipe.vae.encode(images).latent_dist.mean.shape
+    swap_vae(pipe, out / "shapes-tiny-vae")
+    assert isinstance(pipe.vae, AutoencoderTiny)
+    for width, height in BUCKETS:
+        image = pipe("a red circle", width=width, height=height, num_inference_steps=2,
+                     max_sequence_length=SCENE_SEQUENCE_LENGTH, generator=torch.Generator().manual_seed(0)).images[0]
+        assert image.size == (width, height)
+
+
+def test_swap_vae_refuses_another_latent_space_and_leaves_the_pipeline_alone(smoke_zoo, tmp_path):
+    out, _ = smoke_zoo
+    pipe = load_pipeline(out / "shapes-sd3")
+    tiny = AutoencoderTiny.from_pretrained(out / "shapes-tiny-vae")
+    tiny.register_to_config(scaling_factor=1.0)
+    tiny.save_pretrained(tmp_path / "other-space")
+    with pytest.raises(ValueError, match="scaling_factor 1.0 vs the model's"):
+        swap_vae(pipe, tmp_path / "other-space")
+    with pytest.raises(ValueError, match="not a VAE folder"):
+        swap_vae(pipe, out / "shapes-clip")
+    assert isinstance(pipe.vae, AutoencoderKL)
+
+
+def test_tiny_vae_training_lowers_its_reconstruction_and_encoding_errors(smoke_zoo, smoke_latents, tmp_path):
+    out, _ = smoke_zoo
+    vae = AutoencoderKL.from_pretrained(out / "shapes-sd3" / "vae").eval()
+    pool = render_pool(64, seed=1, progress=False)
+    cfg = {"block_out_channels": [8, 8, 8], "encoder_blocks": [1, 1, 1], "decoder_blocks": [1, 1, 0],
+           "batch_size": 16, "steps": 60, "lr": 3e-3, "warmup": 1, "crop_size": 32, "latent_noise": 0.2}
+    # half of each decoder batch from the smoke teacher's synthetic latents (all three buckets' shapes)
+    train_tiny_vae(pool, vae, cfg, MetricsLog(tmp_path / "log.csv"), seed=0, generated=LatentBuckets(smoke_latents))
+    log = pd.read_csv(tmp_path / "log.csv")
+    for loss in ("decode_loss", "encode_loss"):
+        assert log[loss].iloc[-1] < 0.7 * log[loss].iloc[0], loss
