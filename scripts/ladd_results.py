@@ -36,8 +36,7 @@ from ladd.train import build_training, ladd_iteration
 from shapes_scores import score_row, shapes_scores
 
 
-def quality(teacher: Path, student: Path, out: Path, samples_per_prompt: int = 1,
-            vae: Path | None = None) -> list[str]:
+def quality(teacher: Path, student: Path, out: Path, samples_per_prompt: int = 1) -> list[str]:
     runs = [
         ("student, 1 step", student, ["--steps", "1"]),
         ("student, 2 steps", student, ["--steps", "2"]),
@@ -47,7 +46,6 @@ def quality(teacher: Path, student: Path, out: Path, samples_per_prompt: int = 1
         ("teacher, 1 Euler step + CFG", teacher, ["--steps", "1"]),
     ]
     samples = ["--samples-per-prompt", str(samples_per_prompt)] if samples_per_prompt > 1 else []
-    samples += ["--vae", str(vae)] if vae is not None else []
     scores = {label: shapes_scores(model, out / label.replace(",", "").replace(" + ", "-").replace(" ", "-"),
                                    extra + samples)
               for label, model, extra in runs}
@@ -163,21 +161,20 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--samples-per-prompt", type=int, default=1, help="images per held-out prompt (quality)")
-    parser.add_argument("--vae", help="decode every quality row with this VAE folder (e.g. models/shapes-tiny-vae); "
-                                      "the speed table then also times the whole pipeline with it")
+    parser.add_argument("--speed-vae", help="the speed table also times both pipelines decoding with this VAE folder "
+                                            "(e.g. models/shapes-tiny-vae), and with the zoo VAE installed the same way")
     parser.add_argument("--quality-only", action="store_true", help="skip the speed and training-cost sections")
     args = parser.parse_args(argv)
     teacher, student = Path(args.teacher), Path(args.student)
-    vae = Path(args.vae) if args.vae else None
+    speed_vae = Path(args.speed_vae) if args.speed_vae else None
     print(f"# {platform.node()} · torch {torch.__version__} · {torch.get_num_threads()} threads\n")
     per_prompt = f", {args.samples_per_prompt} images each" if args.samples_per_prompt > 1 else ""
-    decoder = f", decoded with {vae.name}" if vae is not None else ""
-    print(f"## Quality on the 256 held-out shapes prompts{per_prompt}{decoder}\n")
-    print("\n".join(quality(teacher, student, Path(args.out), args.samples_per_prompt, vae)))
+    print(f"## Quality on the 256 held-out shapes prompts{per_prompt}\n")
+    print("\n".join(quality(teacher, student, Path(args.out), args.samples_per_prompt)))
     if args.quality_only:
         return
     print("\n## Sampling speed\n")
-    print("\n".join(speed(teacher, student, args.batch_size, args.repeats, vae)))
+    print("\n".join(speed(teacher, student, args.batch_size, args.repeats, speed_vae)))
     print("\n## Training cost\n")
     print("\n".join(training_cost(Path(args.config), teacher, Path(args.data), args.batch_size, args.repeats)))
 

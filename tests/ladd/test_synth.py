@@ -1,7 +1,5 @@
 """Synthetic training data: shards, resumption, settings guard, real-data mode, and batch reading."""
 
-import os
-
 import pytest
 import torch
 

@@ -19,7 +19,7 @@ from ladd.data import LatentBuckets
 from ladd.features import TeacherFeatures
 from ladd.paths import CONFIGS_DIR, REPO_ROOT
 from ladd.pipelines import load_pipeline
-from ladd.train import build_discriminator, build_training, init_student, ladd_iteration, load_teacher, main
+from ladd.train import build_discriminator, build_training, ladd_iteration, load_teacher, main
 
 SMOKE_CONFIG = CONFIGS_DIR / "ladd-smoke.toml"
 
@@ -55,7 +55,6 @@ def test_generator_gradient_flows_through_the_teacher_into_the_student(smoke_tea
     """Only the adversarial loss, no distillation: the student's gradient can only come through the teacher."""
     cfg = load_config(SMOKE_CONFIG)
     teacher = load_teacher(str(smoke_teacher))
-    student = init_student(cfg, teacher)
     features = TeacherFeatures(teacher)
     disc = build_discriminator(cfg, features, teacher)
     batch = LatentBuckets(smoke_latents).batch(0, 2, seed=0)
@@ -66,14 +65,6 @@ def test_generator_gradient_flows_through_the_teacher_into_the_student(smoke_tea
     logits = disc(features.grids(*x0.shape[-2:]), torch.full((2,), 0.7), batch["pooled_prompt_embeds"])
     torch.stack([l.mean() for l in logits]).sum().backward()
     assert x0.grad is not None and x0.grad.abs().sum() > 0
-
-
-def tree_digest(folder: Path) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(folder.rglob("*")):
-        if path.is_file():
-            digest.update(path.name.encode() + path.read_bytes())
-    return digest.hexdigest()
 
 
 def test_cli_run_checkpoints_logs_and_exports_a_4_step_student(smoke_teacher, smoke_latents, tmp_path):
