@@ -1,4 +1,4 @@
-"""Loading diffusers pipeline folders, including SD3 folders saved without T5."""
+"""Loading diffusers pipeline folders (including SD3 folders saved without T5), and giving a pipeline another VAE."""
 
 from __future__ import annotations
 
