@@ -6,8 +6,8 @@ Stages, each trained by this file on rendered shapes scenes (never on a held-out
   3. scene_encoder  a tiny T5EncoderModel (the pipeline's T5 slot), trained to write each object group's
                 attributes and place into its words (`ladd.shapes.scene_encoder`)
   4. vae        a tiny AutoencoderKL (4x downsampling); scaling/shift factors measured from its latents
-  5. tiny_vae   a TAESD-style AutoencoderTiny for the VAE's latents: a several times cheaper decoder (and encoder),
-                trained to decode the VAE's latents into the rendered images and to encode like the VAE
+  5. tiny_vae   (optional, not in the default stages) a TAESD-style AutoencoderTiny for the VAE's latents: a several
+                times cheaper decoder (and encoder), trained to decode and encode like the VAE
   6. teacher    an SD3Transformer2DModel trained with the rectified-flow objective (logit-normal t as in SD3,
                 text dropout so classifier-free guidance works) on all three aspect buckets, with EMA
 Outputs: `<out>/shapes-clip/` (CLIPModel + CLIPProcessor), `<out>/<tiny_vae.name>/` (AutoencoderTiny) and
@@ -35,11 +35,12 @@ from tqdm import tqdm
 from transformers import CLIPModel, CLIPProcessor, CLIPTokenizer, T5EncoderModel
 
 from ladd.conditioning import encode_prompts
-from ladd.data import LatentBuckets
 from ladd.config import load_config
+from ladd.data import LatentBuckets
 from ladd.logs import MetricsLog
 from ladd.losses import diffusion_loss
 from ladd.paths import CONFIGS_DIR, MODELS_DIR, RESULTS_DIR
+from ladd.pipelines import latent_downsampling
 from ladd.shapes.data import BucketSampler, render_pool, to_model_range
 from ladd.shapes.grammar import one_attribute_changes, parse_prompt, scene_to_prompt
 from ladd.shapes.heldout import heldout_prompts
@@ -167,7 +168,7 @@ def train_tiny_vae(pool, vae: AutoencoderKL, cfg: dict, log: MetricsLog, seed: i
     optimizer, schedule = make_optimizer(tiny.parameters(), cfg, cfg["steps"])
     batches = iter(BucketSampler([len(b.prompts) for b in pool], cfg["batch_size"], seed))
     generator = torch.Generator().manual_seed(seed)
-    factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    factor = latent_downsampling(vae)
     tiny.train()
     for step in tqdm(range(cfg["steps"]), desc="tiny vae"):
         b, idx = next(batches)

@@ -22,6 +22,7 @@ from diffusers import (
 )
 from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTextModelWithProjection, CLIPTokenizer
 
+from ladd.pipelines import latent_downsampling
 from ladd.sampling import write_sampling_defaults
 from ladd.shapes.grammar import VOCABULARY
 
@@ -155,7 +156,7 @@ def make_tiny_vae(cfg: dict, vae: AutoencoderKL) -> AutoencoderTiny:
     decodes several times faster on a CPU. It reads and writes the big VAE's raw latents, so it carries the same
     `scaling_factor` / `shift_factor` and drops into a pipeline in place of `vae` (`ladd.pipelines.swap_vae`)."""
     widths = tuple(cfg["block_out_channels"])
-    factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    factor = latent_downsampling(vae)
     if 2 ** (len(widths) - 1) != factor:
         raise ValueError(f"tiny_vae.block_out_channels needs {int(math.log2(factor)) + 1} entries to match the VAE's "
                          f"{factor}x downsampling")
