@@ -86,7 +86,7 @@ def build_parser() -> OneLineParser:
                                                         "ViT-g-14 weights file (default: ViT-g-14 laion2b_s34b_b88k "
                                                         "from the HF cache; shapes suite: models/shapes-clip)")
     parser.add_argument("--vae", metavar="DIR", help="decode with this VAE folder instead of the model's own, e.g. "
-                                                     "the tiny models/shapes-tiny-vae (or madebyollin/taesd3 for SD3, "
+                                                     "the slim models/shapes-slim-vae (or madebyollin/taesd3 for SD3, "
                                                      "downloaded); it must share the model's latent space")
     parser.add_argument("--no-score", action="store_true", help="generate only; score later with bench.score")
     parser.add_argument("--tag", type=_tag, action="append", default=[], metavar="KEY=VALUE",

@@ -54,8 +54,8 @@ def latent_downsampling(vae) -> int:
 
 
 def swap_vae(pipe, vae_dir: str | Path):
-    """Give `pipe` another VAE of the same latent space, e.g. a TAESD-style tiny one (`models/shapes-tiny-vae`, or
-    madebyollin/taesd3 for SD3) to decode several times faster.
+    """Give `pipe` another VAE of the same latent space to decode several times faster: a slimmer AutoencoderKL
+    (`models/shapes-slim-vae`) or a TAESD-style AutoencoderTiny (madebyollin/taesd3 for SD3).
 
     The transformer's latent space is fixed by the VAE it was trained with, so the new one must agree on channels,
     downsampling (diffusers sizes latents by the `vae_scale_factor` measured when the pipeline was built) and

@@ -65,7 +65,7 @@ def seconds_per_image(pipe, prompts, kwargs) -> float:
 def speed(teacher: Path, student: Path, batch_size: int, repeats: int, vae: Path | None = None) -> list[str]:
     """Seconds per image for the whole pipeline (text encoding, denoising, VAE decode) and for text encoding +
     denoising alone (`output_type="latent"`): at 64 px the VAE decode is a fixed cost that both samplers pay.
-    With `vae` (e.g. the tiny models/shapes-tiny-vae), also the whole pipeline with both decoding through it."""
+    With `vae` (e.g. models/shapes-slim-vae), also the whole pipeline with both decoding through it."""
     prompts = load_heldout()["prompt"].tolist()[:batch_size]
     rows = {"full pipeline (PIL images)": ("pil", None)}
     if vae is not None:  # a fair comparison: the zoo's own VAE installed the same way (channels-last) as `vae`
@@ -158,11 +158,15 @@ def main(argv=None):
     parser.add_argument("--config", default=str(CONFIGS_DIR / "ladd-shapes.toml"))
     parser.add_argument("--data", default=str(RESULTS_DIR / "synth" / "shapes-sd3"))
     parser.add_argument("--out", default=str(RESULTS_DIR / "ladd-results"))
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=64, help="training-cost batch (the LADD config's)")
+    parser.add_argument("--speed-batch-sizes", default="32,64",
+                        help="prompts per pipeline call, one speed table each (comma-separated). At 64 and above "
+                             "diffusers' Upsample2D makes channels-last activations contiguous (a CUDA workaround), "
+                             "and CPU nearest-upsampling is then ~25x slower")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--samples-per-prompt", type=int, default=1, help="images per held-out prompt (quality)")
     parser.add_argument("--speed-vae", help="the speed table also times both pipelines decoding with this VAE folder "
-                                            "(e.g. models/shapes-tiny-vae), and with the zoo VAE installed the same way")
+                                            "(e.g. models/shapes-slim-vae), and with the zoo VAE installed the same way")
     parser.add_argument("--quality-only", action="store_true", help="skip the speed and training-cost sections")
     args = parser.parse_args(argv)
     teacher, student = Path(args.teacher), Path(args.student)
@@ -174,7 +178,8 @@ def main(argv=None):
     if args.quality_only:
         return
     print("\n## Sampling speed\n")
-    print("\n".join(speed(teacher, student, args.batch_size, args.repeats, speed_vae)))
+    for batch_size in (int(b) for b in args.speed_batch_sizes.split(",")):
+        print("\n".join(speed(teacher, student, batch_size, args.repeats, speed_vae)) + "\n")
     print("\n## Training cost\n")
     print("\n".join(training_cost(Path(args.config), teacher, Path(args.data), args.batch_size, args.repeats)))
 

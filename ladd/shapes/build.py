@@ -6,11 +6,12 @@ Stages, each trained by this file on rendered shapes scenes (never on a held-out
   3. scene_encoder  a tiny T5EncoderModel (the pipeline's T5 slot), trained to write each object group's
                 attributes and place into its words (`ladd.shapes.scene_encoder`)
   4. vae        a tiny AutoencoderKL (4x downsampling); scaling/shift factors measured from its latents
-  5. tiny_vae   (optional, not in the default stages) a TAESD-style AutoencoderTiny for the VAE's latents: a several
-                times cheaper decoder (and encoder), trained to decode and encode like the VAE
+  5. tiny_vae   (optional, not in the default stages) a small VAE for the VAE's latents, a slimmer AutoencoderKL or
+                a TAESD-style AutoencoderTiny: a several times cheaper decoder (and encoder), trained to decode and
+                encode like the VAE
   6. teacher    an SD3Transformer2DModel trained with the rectified-flow objective (logit-normal t as in SD3,
                 text dropout so classifier-free guidance works) on all three aspect buckets, with EMA
-Outputs: `<out>/shapes-clip/` (CLIPModel + CLIPProcessor), `<out>/<tiny_vae.name>/` (AutoencoderTiny) and
+Outputs: `<out>/shapes-clip/` (CLIPModel + CLIPProcessor), `<out>/<tiny_vae.name>/` (the small VAE) and
 `<out>/<teacher.name>/` (StableDiffusion3Pipeline).
 `stages=["teacher"]` reuses an existing CLIP, and the VAE and scene encoder of the pipeline `reuse_from` (e.g.
 teachers of other depths for the scaling study); `stages=["tiny_vae"]` fits a tiny VAE to that pipeline's VAE.
@@ -58,6 +59,7 @@ from ladd.shapes.zoo import (
     save_pipeline,
     teacher_scheduler,
     text_encoder_from_clip,
+    tiny_vae_config_error,
 )
 
 
@@ -155,9 +157,10 @@ def train_vae(pool, cfg: dict, log: MetricsLog, seed: int) -> AutoencoderKL:
 
 
 def train_tiny_vae(pool, vae: AutoencoderKL, cfg: dict, log: MetricsLog, seed: int,
-                   generated: LatentBuckets | None = None) -> AutoencoderTiny:
-    """Fit an AutoencoderTiny to the frozen `vae`, as TAESD is fitted to SD's VAE: its decoder learns to decode
-    like the VAE's decoder, its encoder to give the VAE's posterior mean. Trained on crops, like the VAE.
+                   generated: LatentBuckets | None = None) -> AutoencoderKL | AutoencoderTiny:
+    """Fit a small VAE (`make_tiny_vae`) to the frozen `vae`, as TAESD is fitted to SD's VAE: its decoder learns to
+    decode like the VAE's decoder, its encoder to give the VAE's posterior (`encoding_error`). Trained on crops, like
+    the VAE.
 
     A generator's latents are not an encoder's: the teacher's, at CFG 4, have 1.75x the encoded latents' spread,
     which a decoder fitted to encoded latents alone turns into wrong colours. So the decoder also sees latents moved
@@ -185,7 +188,7 @@ def train_tiny_vae(pool, vae: AutoencoderKL, cfg: dict, log: MetricsLog, seed: i
         reconstruction = tiny.decode(latents).sample
         mse = F.mse_loss(reconstruction, target)
         decode_loss = F.l1_loss(reconstruction, target) + mse
-        encode_loss = F.mse_loss(tiny.encode(x).latents, posterior.mean)
+        encode_loss = encoding_error(tiny, x, posterior)
         loss = decode_loss + encode_loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -196,6 +199,15 @@ def train_tiny_vae(pool, vae: AutoencoderKL, cfg: dict, log: MetricsLog, seed: i
             log.write(step=step, loss=loss.item(), decode_loss=decode_loss.item(), encode_loss=encode_loss.item(),
                       psnr=psnr)
     return tiny.eval()
+
+
+def encoding_error(small_vae, x: torch.Tensor, posterior) -> torch.Tensor:
+    """How far `small_vae`'s encoding of `x` is from the big VAE's `posterior`: AutoencoderTiny encodes to a point,
+    the posterior mean; an AutoencoderKL to a distribution, whose spread img2img samples from too."""
+    if isinstance(small_vae, AutoencoderTiny):
+        return F.mse_loss(small_vae.encode(x).latents, posterior.mean)
+    dist = small_vae.encode(x).latent_dist
+    return F.mse_loss(dist.mean, posterior.mean) + F.mse_loss(dist.std, posterior.std)
 
 
 @torch.no_grad()
@@ -389,6 +401,9 @@ def main(argv=None) -> int:
         cfg = load_config(config_path, args.overrides)
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    if "tiny_vae" in cfg["stages"] and (problem := tiny_vae_config_error(cfg["tiny_vae"])):
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     generated = cfg["tiny_vae"]["generated"] if "tiny_vae" in cfg["stages"] else ""
     if generated and not any(Path(generated).glob("shard-*.safetensors")):

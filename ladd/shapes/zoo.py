@@ -151,15 +151,35 @@ def make_vae(cfg: dict) -> AutoencoderKL:
     )
 
 
-def make_tiny_vae(cfg: dict, vae: AutoencoderKL) -> AutoencoderTiny:
-    """A TAESD-style AutoencoderTiny for `vae`'s latent space: plain conv + ReLU blocks, no normalisation, so it
-    decodes several times faster on a CPU. It reads and writes the big VAE's raw latents, so it carries the same
-    `scaling_factor` / `shift_factor` and drops into a pipeline in place of `vae` (`ladd.pipelines.swap_vae`)."""
+def tiny_vae_config_error(cfg: dict) -> str | None:
+    """What is wrong with a `[tiny_vae]` config that needs no VAE to see, or None."""
+    if cfg["class"] not in ("AutoencoderKL", "AutoencoderTiny"):
+        return f"tiny_vae.class is {cfg['class']!r}: AutoencoderKL or AutoencoderTiny"
+    if cfg["class"] == "AutoencoderKL" and cfg["layers_per_block"] < 1:
+        return "tiny_vae.layers_per_block must be >= 1: AutoencoderKL's encoder changes width inside its resnets"
+    return None
+
+
+def make_tiny_vae(cfg: dict, vae: AutoencoderKL) -> AutoencoderKL | AutoencoderTiny:
+    """A small VAE for `vae`'s latent space that decodes several times faster on a CPU. It reads and writes the big
+    VAE's raw latents, so it carries the same `scaling_factor` / `shift_factor` and drops into a pipeline in place of
+    `vae` (`ladd.pipelines.swap_vae`). `cfg["class"]`:
+
+    - "AutoencoderKL": the VAE's own architecture, slimmer. Its GroupNorm sees the whole image, as the big decoder's
+      does, and the big VAE's latents lean on that (a colour can be written relative to the image's mean).
+    - "AutoencoderTiny": TAESD-style plain conv + ReLU blocks, no normalisation: the fastest per channel, but each
+      pixel sees only its neighbourhood."""
+    if problem := tiny_vae_config_error(cfg):
+        raise ValueError(problem)
     widths = tuple(cfg["block_out_channels"])
     factor = latent_downsampling(vae)
     if 2 ** (len(widths) - 1) != factor:
         raise ValueError(f"tiny_vae.block_out_channels needs {int(math.log2(factor)) + 1} entries to match the VAE's "
                          f"{factor}x downsampling")
+    if cfg["class"] == "AutoencoderKL":
+        slim = make_vae({**cfg, "latent_channels": vae.config.latent_channels, "sample_size": vae.config.sample_size})
+        slim.register_to_config(scaling_factor=vae.config.scaling_factor, shift_factor=vae.config.shift_factor)
+        return slim
     return AutoencoderTiny(
         in_channels=3,
         out_channels=3,

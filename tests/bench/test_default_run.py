@@ -56,12 +56,12 @@ def test_student_is_preferred_when_present(smoke_models, tmp_path, capsys, monke
     assert set(manifest["model"]) == {"shapes-turbo"} and len(manifest) == 4
 
 
-def test_vae_option_decodes_through_the_tiny_vae_and_a_run_keeps_its_decoder(smoke_models, tmp_path):
-    tiny = smoke_models / "shapes-tiny-vae"
-    assert main(["--limit", "4", "--steps", "2", "--no-score", "--vae", str(tiny)]) == 0
-    out = tmp_path / "results" / "shapes-sd3-shapes-2step-vae-shapes-tiny-vae"
+def test_vae_option_decodes_through_the_slim_vae_and_a_run_keeps_its_decoder(smoke_models, tmp_path):
+    slim = smoke_models / "shapes-slim-vae"
+    assert main(["--limit", "4", "--steps", "2", "--no-score", "--vae", str(slim)]) == 0
+    out = tmp_path / "results" / "shapes-sd3-shapes-2step-vae-shapes-slim-vae"
     config = json.loads((out / "config.json").read_text())
-    assert config["vae"] == {"class": "AutoencoderTiny", "source": str(tiny.resolve())}
+    assert config["vae"] == {"class": "AutoencoderKL", "source": str(slim.resolve())}
     assert len(pd.read_parquet(out / "manifest.parquet")) == 4
     # the same folder without --vae would mix two decoders' images: refused
     with pytest.raises(BenchError, match="vae, vae_fingerprint differ"):
@@ -72,9 +72,9 @@ def test_vae_option_errors_write_nothing(smoke_models, tmp_path):
     out = tmp_path / "run"
     with pytest.raises(BenchError, match="is not a VAE folder"):
         main(["--limit", "2", "--no-score", "--out", str(out), "--vae", str(tmp_path / "missing")])
-    from diffusers import AutoencoderTiny
+    from diffusers import AutoencoderKL
 
-    other = AutoencoderTiny.from_pretrained(smoke_models / "shapes-tiny-vae")
+    other = AutoencoderKL.from_pretrained(smoke_models / "shapes-slim-vae")
     other.register_to_config(shift_factor=0.5)
     other.save_pretrained(tmp_path / "other")
     with pytest.raises(BenchError, match="does not share the model's latent space: shift_factor 0.5 vs the model's"):

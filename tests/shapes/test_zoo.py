@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from diffusers import AutoencoderKL, AutoencoderTiny, StableDiffusion3Pipeline
+from diffusers import AutoencoderKL, StableDiffusion3Pipeline
 from transformers import AutoTokenizer, CLIPModel, CLIPProcessor, CLIPTokenizer, T5EncoderModel
 
 from ladd.data import LatentBuckets
@@ -23,7 +23,8 @@ from ladd.shapes.build import train_tiny_vae
 from ladd.shapes.data import render_pool, to_model_range
 from ladd.shapes.grammar import VOCABULARY
 from ladd.shapes.render import BUCKETS
-from ladd.shapes.zoo import SCENE_SEQUENCE_LENGTH, build_tokenizer, learn_bpe_merges, max_sequence_length
+from ladd.shapes.zoo import (SCENE_SEQUENCE_LENGTH, build_tokenizer, learn_bpe_merges, make_tiny_vae,
+                             max_sequence_length)
 
 
 def test_tokenizer_is_word_level_and_loads_from_disk(tmp_path):
@@ -138,17 +139,18 @@ def test_prompt_table_matches_the_pipeline_encoding(smoke_teacher):
     torch.testing.assert_close(pooled, expected_pooled)
 
 
-def test_smoke_build_fits_a_tiny_vae_that_swaps_into_the_pipeline(smoke_zoo):
+def test_smoke_build_fits_a_slim_vae_that_swaps_into_the_pipeline(smoke_zoo):
     out, _ = smoke_zoo
-    tiny = AutoencoderTiny.from_pretrained(out / "shapes-tiny-vae")
+    slim = AutoencoderKL.from_pretrained(out / "shapes-slim-vae")
     pipe = load_pipeline(out / "shapes-sd3")
-    assert (tiny.config.scaling_factor, tiny.config.shift_factor) == \
+    assert (slim.config.scaling_factor, slim.config.shift_factor) == \
         (pipe.vae.config.scaling_factor, pipe.vae.config.shift_factor)
+    assert slim.config.block_out_channels == [8, 8, 8] != pipe.vae.config.block_out_channels
     images = to_model_range(torch.randint(0, 256, (2, 3, 64, 96), dtype=torch.uint8))
     with torch.no_grad():  # it encodes to the big VAE's latent grid (image-to-image and inpainting encode)
-        assert tiny.encode(images).latents.shape == pipe.vae.encode(images).latent_dist.mean.shape
-    swap_vae(pipe, out / "shapes-tiny-vae")
-    assert isinstance(pipe.vae, AutoencoderTiny)
+        assert slim.encode(images).latent_dist.mean.shape == pipe.vae.encode(images).latent_dist.mean.shape
+    swap_vae(pipe, out / "shapes-slim-vae")
+    assert pipe.vae.config.block_out_channels == [8, 8, 8]
     for width, height in BUCKETS:
         image = pipe("a red circle", width=width, height=height, num_inference_steps=2,
                      max_sequence_length=SCENE_SEQUENCE_LENGTH, generator=torch.Generator().manual_seed(0)).images[0]
@@ -158,24 +160,53 @@ def test_smoke_build_fits_a_tiny_vae_that_swaps_into_the_pipeline(smoke_zoo):
 def test_swap_vae_refuses_another_latent_space_and_leaves_the_pipeline_alone(smoke_zoo, tmp_path):
     out, _ = smoke_zoo
     pipe = load_pipeline(out / "shapes-sd3")
-    tiny = AutoencoderTiny.from_pretrained(out / "shapes-tiny-vae")
-    tiny.register_to_config(scaling_factor=1.0)
-    tiny.save_pretrained(tmp_path / "other-space")
+    slim = AutoencoderKL.from_pretrained(out / "shapes-slim-vae")
+    slim.register_to_config(scaling_factor=1.0)
+    slim.save_pretrained(tmp_path / "other-space")
     with pytest.raises(ValueError, match="scaling_factor 1.0 vs the model's"):
         swap_vae(pipe, tmp_path / "other-space")
     with pytest.raises(ValueError, match="not a VAE folder"):
         swap_vae(pipe, out / "shapes-clip")
-    assert isinstance(pipe.vae, AutoencoderKL)
+    assert pipe.vae.config.block_out_channels != [8, 8, 8]
 
 
-def test_tiny_vae_training_lowers_its_reconstruction_and_encoding_errors(smoke_zoo, smoke_latents, tmp_path):
+@pytest.mark.parametrize("vae_class", ["AutoencoderKL", "AutoencoderTiny"])
+def test_tiny_vae_training_lowers_its_reconstruction_and_encoding_errors(smoke_zoo, smoke_latents, tmp_path,
+                                                                         vae_class):
     out, _ = smoke_zoo
     vae = AutoencoderKL.from_pretrained(out / "shapes-sd3" / "vae").eval()
     pool = render_pool(64, seed=1, progress=False)
-    cfg = {"block_out_channels": [8, 8, 8], "encoder_blocks": [1, 1, 1], "decoder_blocks": [1, 1, 0],
+    cfg = {"class": vae_class, "block_out_channels": [8, 8, 8], "layers_per_block": 1, "norm_num_groups": 4,
+           "encoder_blocks": [1, 1, 1], "decoder_blocks": [1, 1, 0],
            "batch_size": 16, "steps": 60, "lr": 3e-3, "warmup": 1, "crop_size": 32, "latent_noise": 0.2}
     # half of each decoder batch from the smoke teacher's synthetic latents (all three buckets' shapes)
-    train_tiny_vae(pool, vae, cfg, MetricsLog(tmp_path / "log.csv"), seed=0, generated=LatentBuckets(smoke_latents))
+    small = train_tiny_vae(pool, vae, cfg, MetricsLog(tmp_path / "log.csv"), seed=0,
+                           generated=LatentBuckets(smoke_latents))
+    assert type(small).__name__ == vae_class
+    assert (small.config.scaling_factor, small.config.shift_factor) == \
+        (vae.config.scaling_factor, vae.config.shift_factor)
     log = pd.read_csv(tmp_path / "log.csv")
     for loss in ("decode_loss", "encode_loss"):
         assert log[loss].iloc[-1] < 0.7 * log[loss].iloc[0], loss
+    small.save_pretrained(tmp_path / "small")
+    pipe = load_pipeline(out / "shapes-sd3")
+    assert isinstance(swap_vae(pipe, tmp_path / "small").vae, type(small))
+
+
+def test_tiny_vae_class_must_be_a_known_autoencoder(smoke_zoo):
+    out, _ = smoke_zoo
+    vae = AutoencoderKL.from_pretrained(out / "shapes-sd3" / "vae")
+    with pytest.raises(ValueError, match="tiny_vae.class is 'VQModel': AutoencoderKL or AutoencoderTiny"):
+        make_tiny_vae({"class": "VQModel", "block_out_channels": [8, 8, 8]}, vae)
+    with pytest.raises(ValueError, match="needs 3 entries"):
+        make_tiny_vae({"class": "AutoencoderKL", "block_out_channels": [8, 8], "layers_per_block": 1}, vae)
+
+
+@pytest.mark.parametrize("override, message", [
+    ('tiny_vae.class="VQModel"', "tiny_vae.class is 'VQModel'"),
+    ("tiny_vae.layers_per_block=0", "tiny_vae.layers_per_block must be >= 1"),
+])
+def test_bad_tiny_vae_config_is_one_line_error_before_any_work(tmp_path, capsys, override, message):
+    assert build_main(["--smoke", "--out", str(tmp_path), 'stages=["tiny_vae"]', override]) == 2
+    assert message in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
