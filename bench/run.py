@@ -214,8 +214,13 @@ def main(argv: list[str] | None = None) -> int:
     from bench.registry import check_available
 
     check_available(spec)
-    if args.vae and not (Path(args.vae) / "config.json").is_file():
-        raise BenchError(f"--vae {args.vae} is not a VAE folder (no config.json)")
+    if args.vae:  # checked from its config before any work; swapped in once the model is loaded
+        from ladd.pipelines import swap_vae, vae_class
+
+        try:
+            vae_class(args.vae)
+        except ValueError as error:
+            raise BenchError(f"--vae: {error}") from None
     if not args.no_score:
         check_scoring(suites, args.clip)
     batch_size = args.batch_size or spec.batch_size
@@ -233,8 +238,6 @@ def main(argv: list[str] | None = None) -> int:
 
     pipe = load_model(spec, state.device)
     if args.vae:
-        from ladd.pipelines import swap_vae
-
         try:
             swap_vae(pipe, args.vae)
         except ValueError as error:

@@ -34,8 +34,9 @@ def load_pipeline(pipeline_dir: str | Path, pipeline_class=DiffusionPipeline, **
 VAE_CLASSES = {"AutoencoderKL": AutoencoderKL, "AutoencoderTiny": AutoencoderTiny}
 
 
-def load_vae(vae_dir: str | Path, **kwargs):
-    """An AutoencoderKL or AutoencoderTiny folder (e.g. a TAESD-style tiny VAE), by the class its config names."""
+def vae_class(vae_dir: str | Path):
+    """The VAE class a folder's config names; a ValueError unless it is one of VAE_CLASSES. Reads no weights, so
+    callers can check a folder before any work."""
     config_path = Path(vae_dir) / "config.json"
     if not config_path.is_file():
         raise ValueError(f"{vae_dir} is not a VAE folder (no config.json)")
@@ -43,7 +44,12 @@ def load_vae(vae_dir: str | Path, **kwargs):
     if name not in VAE_CLASSES:
         raise ValueError(f"{vae_dir} is not a VAE folder (its config names {name or 'no diffusers class'}, not "
                          f"{' or '.join(VAE_CLASSES)})")
-    return VAE_CLASSES[name].from_pretrained(str(vae_dir), **kwargs)
+    return VAE_CLASSES[name]
+
+
+def load_vae(vae_dir: str | Path, **kwargs):
+    """An AutoencoderKL or AutoencoderTiny folder (e.g. a slimmer or TAESD-style VAE), by the class its config names."""
+    return vae_class(vae_dir).from_pretrained(str(vae_dir), **kwargs)
 
 
 def latent_downsampling(vae) -> int:

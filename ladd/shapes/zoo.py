@@ -22,7 +22,7 @@ from diffusers import (
 )
 from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-from ladd.pipelines import latent_downsampling
+from ladd.pipelines import VAE_CLASSES, latent_downsampling
 from ladd.sampling import write_sampling_defaults
 from ladd.shapes.grammar import VOCABULARY
 
@@ -153,8 +153,8 @@ def make_vae(cfg: dict) -> AutoencoderKL:
 
 def tiny_vae_config_error(cfg: dict) -> str | None:
     """What is wrong with a `[tiny_vae]` config that needs no VAE to see, or None."""
-    if cfg["class"] not in ("AutoencoderKL", "AutoencoderTiny"):
-        return f"tiny_vae.class is {cfg['class']!r}: AutoencoderKL or AutoencoderTiny"
+    if cfg["class"] not in VAE_CLASSES:  # what ladd.pipelines.swap_vae can load
+        return f"tiny_vae.class is {cfg['class']!r}: {' or '.join(VAE_CLASSES)}"
     if cfg["class"] == "AutoencoderKL" and cfg["layers_per_block"] < 1:
         return "tiny_vae.layers_per_block must be >= 1: AutoencoderKL's encoder changes width inside its resnets"
     return None
