@@ -162,7 +162,7 @@ def main(argv=None):
     parser.add_argument("--speed-batch-sizes", default="32,64",
                         help="prompts per pipeline call, one speed table each (comma-separated). At 64 and above "
                              "diffusers' Upsample2D makes channels-last activations contiguous (a CUDA workaround), "
-                             "and CPU nearest-upsampling is then ~25x slower")
+                             "and CPU nearest-upsampling is then several times slower (scripts/vae_fidelity.py)")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--samples-per-prompt", type=int, default=1, help="images per held-out prompt (quality)")
     parser.add_argument("--speed-vae", help="the speed table also times both pipelines decoding with this VAE folder "
