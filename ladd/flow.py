@@ -4,6 +4,7 @@
     denoiser       D(x_t, t) = x_t - t * F(x_t, t)                    F: the network's velocity output
     target         F* = eps - x0                                      (so D(x_t, t) = x0 when F = F*)
     renoising      x_t' = (1 - t') * D + t' * eps'                    the consistency sampler's step
+    guidance       F_w = F(x_t, t, {}) + w * (F(x_t, t, c) - F(x_t, t, {}))  classifier-free guidance, scale w
     logit-normal   t = sigmoid(m + s * n), n ~ N(0, 1)                pi(t; m, s), SD3 / LADD Sec. 4.1
 
 t lives in [0, 1]; SD3's transformer takes timesteps t * 1000.
@@ -43,6 +44,11 @@ def denoise(x_t: torch.Tensor, t: torch.Tensor, velocity: torch.Tensor) -> torch
 def renoise(x0: torch.Tensor, noise: torch.Tensor, t_next: torch.Tensor) -> torch.Tensor:
     """The consistency sampler's step: put a predicted x0 back on the path at the next (lower) t."""
     return add_noise(x0, noise, t_next)
+
+
+def classifier_free_guidance(uncond: torch.Tensor, cond: torch.Tensor, scale: float) -> torch.Tensor:
+    """F_w = F_uncond + w * (F_cond - F_uncond), as `StableDiffusion3Pipeline` combines its two branches."""
+    return uncond + scale * (cond - uncond)
 
 
 def sample_logit_normal(

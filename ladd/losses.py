@@ -30,6 +30,7 @@ def distillation_loss(
     student_x0: torch.Tensor, noisy: torch.Tensor, t_hat: torch.Tensor, teacher_velocity: torch.Tensor
 ) -> torch.Tensor:
     """ADD's L_distill in latent space: the student's x0 against the teacher's denoising of its renoised sample.
-    The teacher already ran on that sample for the discriminator features, so this costs no extra forward."""
+    `teacher_velocity` is the teacher's conditional output on that sample (free: it already ran for the
+    discriminator features) or, guided, `classifier_free_guidance` of it with one more unconditional forward."""
     target = denoise(noisy, t_hat, teacher_velocity).detach()
     return F.mse_loss(student_x0.float(), target.float())

@@ -7,7 +7,8 @@ One iteration (paper Sec. 3 and Fig. 3, bottom row):
   3. renoise    t_hat ~ logit-normal(m=1, s=1); fake = renoise(x0_hat, t_hat); real = renoise(x0, t_hat)
   4. G step     the frozen teacher runs on `fake`; its image tokens after each block feed the heads; the
                 gradient of L_G flows through the teacher into the student (optional L_distill, free: the teacher's
-                own prediction on `fake` is its output); only the student is updated
+                own prediction on `fake` is its output; with distill.guidance_scale > 1 one more unconditional
+                forward makes the target the teacher's CFG prediction); only the student is updated
   5. D step     the teacher on `real` (no grad) and the G step's fake features (detached) feed the heads;
                 hinge loss (+ optional R1 on real features); only the heads are updated
 The teacher never changes: its parameters are frozen and it is not handed to any optimiser.
@@ -31,15 +32,16 @@ from diffusers.training_utils import EMAModel
 from tqdm import tqdm
 
 from ladd.checkpoint import export_student, latest_checkpoint, load_checkpoint, save_checkpoint
-from ladd.conditioning import predict_velocity
+from ladd.conditioning import encode_prompts, predict_velocity
 from ladd.config import load_config
 from ladd.data import LatentBuckets
 from ladd.discriminator import ADVERSARIAL_LOSSES, Discriminator, r1_penalty
 from ladd.features import TeacherFeatures
-from ladd.flow import add_noise, denoise, sample_logit_normal
+from ladd.flow import add_noise, classifier_free_guidance, denoise, sample_logit_normal
 from ladd.logs import MetricsLog
 from ladd.losses import distillation_loss
 from ladd.pipelines import load_pipeline
+from ladd.sampling import read_sampling_defaults
 from ladd.schedule import StudentTimestepSchedule
 
 
@@ -50,9 +52,20 @@ class TrainingError(RuntimeError):
 # --- models -------------------------------------------------------------------------------------------------
 
 
+def freeze(transformer: SD3Transformer2DModel) -> SD3Transformer2DModel:
+    return transformer.requires_grad_(False).eval()
+
+
 def load_teacher(teacher_dir: str) -> SD3Transformer2DModel:
-    teacher = load_pipeline(teacher_dir).transformer
-    return teacher.requires_grad_(False).eval()
+    return freeze(load_pipeline(teacher_dir).transformer)
+
+
+def unconditional_embeddings(pipe, cfg: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """The empty prompt's (prompt_embeds, pooled) at the data's text length: CFG's unconditional branch, encoded
+    as the pipeline encodes its default negative prompt."""
+    plan = Path(cfg["data"]) / "plan.json"
+    settings = json.loads(plan.read_text()) if plan.is_file() else read_sampling_defaults(cfg["teacher"])
+    return encode_prompts(pipe, [""], settings.get("max_sequence_length", 256))
 
 
 def init_student(cfg: dict, teacher: SD3Transformer2DModel) -> SD3Transformer2DModel:
@@ -84,8 +97,13 @@ def student_schedule(cfg: dict) -> StudentTimestepSchedule:
 
 
 def build_training(cfg: dict) -> dict:
-    """Teacher, student, feature hooks, heads, timestep schedule, and both optimisers with their LR schedules."""
-    teacher = load_teacher(cfg["teacher"])
+    """Teacher, student, feature hooks, heads, timestep schedule, and both optimisers with their LR schedules
+    (plus the unconditional text embeddings when the distillation target is guided)."""
+    teacher_pipe = load_pipeline(cfg["teacher"])
+    teacher = freeze(teacher_pipe.transformer)
+    guided = cfg["distill"]["weight"] > 0 and cfg["distill"]["guidance_scale"] != 1
+    unconditional = unconditional_embeddings(teacher_pipe, cfg) if guided else None
+    del teacher_pipe  # the text encoders are not needed past this point
     student = init_student(cfg, teacher)
     features = TeacherFeatures(teacher, cfg["discriminator"]["blocks"] or None)
     disc = build_discriminator(cfg, features, teacher)
@@ -97,8 +115,17 @@ def build_training(cfg: dict) -> dict:
     opt_g = torch.optim.AdamW(student.parameters(), lr=cfg["student"]["lr"], betas=betas, weight_decay=0.0)
     opt_d = torch.optim.AdamW(disc.parameters(), lr=cfg["discriminator"]["lr"], betas=betas, weight_decay=0.0)
     return {"teacher": teacher, "student": student, "features": features, "disc": disc, "schedule": schedule,
-            "g": opt_g, "d": opt_d, "g_schedule": warmup_schedule(opt_g, cfg["warmup"]),
+            "unconditional": unconditional, "g": opt_g, "d": opt_d, "g_schedule": warmup_schedule(opt_g, cfg["warmup"]),
             "d_schedule": warmup_schedule(opt_d, cfg["warmup"])}
+
+
+MODEL_KEYS = ("student", "teacher", "features", "disc", "schedule", "unconditional")
+OPTIMIZER_KEYS = ("g", "d", "g_schedule", "d_schedule")
+
+
+def split_parts(parts: dict) -> tuple[dict, dict]:
+    """`build_training`'s parts as the (models, optimizers) that `ladd_iteration` takes."""
+    return {k: parts[k] for k in MODEL_KEYS}, {k: parts[k] for k in OPTIMIZER_KEYS}
 
 
 # --- one LADD iteration -------------------------------------------------------------------------------------
@@ -111,6 +138,15 @@ def teacher_forward(teacher, features: TeacherFeatures, noisy, t_hat, batch):
             teacher, noisy, t_hat, batch["prompt_embeds"], batch["pooled_prompt_embeds"], batch.get("image_latents")
         )
     return features.grids(*noisy.shape[-2:]), velocity
+
+
+@torch.no_grad()
+def guided_teacher_velocity(teacher, noisy, t_hat, batch, cond_velocity, unconditional, scale: float):
+    """The teacher's CFG prediction on `noisy`: its conditional output (already computed, taken without gradient)
+    and one unconditional forward on the same input (outside `capture`, so no features are recorded)."""
+    embeds, pooled = (u.expand(len(noisy), *u.shape[1:]) for u in unconditional)
+    uncond_velocity = predict_velocity(teacher, noisy, t_hat, embeds, pooled, batch.get("image_latents"))
+    return classifier_free_guidance(uncond_velocity, cond_velocity, scale)
 
 
 def ladd_iteration(iteration: int, batch: dict, models: dict, optimizers: dict, cfg: dict, accelerator) -> dict:
@@ -138,7 +174,11 @@ def ladd_iteration(iteration: int, batch: dict, models: dict, optimizers: dict, 
         g_loss = g_adv
         distill = torch.zeros((), device=x0.device)
         if cfg["distill"]["weight"] > 0:
-            distill = distillation_loss(x0_hat, fake, t_hat, teacher_velocity)
+            target_velocity = teacher_velocity
+            if models["unconditional"] is not None:
+                target_velocity = guided_teacher_velocity(teacher, fake, t_hat, batch, teacher_velocity,
+                                                          models["unconditional"], cfg["distill"]["guidance_scale"])
+            distill = distillation_loss(x0_hat, fake, t_hat, target_velocity)
             g_loss = g_loss + cfg["distill"]["weight"] * distill
     accelerator.backward(g_loss)
     g_norm = accelerator.clip_grad_norm_(student.parameters(), cfg["max_grad_norm"])
@@ -204,6 +244,13 @@ def train(cfg: dict) -> Path:
     student, disc = parts["student"], parts["disc"]
     opt_g, opt_d, g_schedule, d_schedule = parts["g"], parts["d"], parts["g_schedule"], parts["d_schedule"]
     data = LatentBuckets(cfg["data"])
+    unconditional = parts["unconditional"]
+    if unconditional is not None:
+        text_length, data_length = unconditional[0].shape[1], data.buckets[0]["prompt_embeds"].shape[1]
+        if text_length != data_length:
+            raise TrainingError(f"the unconditional text embedding has {text_length} tokens but the data's have "
+                                f"{data_length}; set max_sequence_length in {cfg['data']}/plan.json to the synth run's")
+        unconditional = tuple(u.to(accelerator.device) for u in unconditional)
     student, disc, opt_g, opt_d, g_schedule, d_schedule = accelerator.prepare(
         student, disc, opt_g, opt_d, g_schedule, d_schedule
     )
@@ -220,7 +267,8 @@ def train(cfg: dict) -> Path:
     else:
         set_seed(cfg["seed"] + accelerator.process_index)  # different noise on every process
 
-    models = {"student": student, "teacher": teacher, "features": features, "disc": disc, "schedule": schedule}
+    models = {"student": student, "teacher": teacher, "features": features, "disc": disc, "schedule": schedule,
+              "unconditional": unconditional}
     optimizers = {"g": opt_g, "d": opt_d, "g_schedule": g_schedule, "d_schedule": d_schedule}
     info = {"teacher": str(Path(cfg["teacher"]).resolve()), "config": cfg,
             "tags": scaling_tags(cfg, teacher, unwrapped)}
@@ -288,6 +336,8 @@ def check_config(cfg: dict) -> None:
             raise TrainingError(f"{name} must be positive, got {cfg[name]}")
     if not math.isfinite(cfg["student"]["lr"]) or cfg["student"]["lr"] <= 0:
         raise TrainingError("student.lr must be a positive number")
+    if cfg["distill"]["weight"] < 0 or cfg["distill"]["guidance_scale"] < 0:
+        raise TrainingError("distill.weight and distill.guidance_scale must not be negative")
     student_schedule(cfg)  # raises on malformed probabilities
 
 

@@ -32,7 +32,7 @@ from ladd.paths import CONFIGS_DIR, REPO_ROOT, RESULTS_DIR
 from ladd.pipelines import load_pipeline, swap_vae
 from ladd.sampling import read_sampling_defaults
 from ladd.shapes.heldout import load_heldout
-from ladd.train import build_training, ladd_iteration
+from ladd.train import build_training, ladd_iteration, split_parts
 from shapes_scores import score_row, shapes_scores
 
 
@@ -111,8 +111,7 @@ def training_cost(config: Path, teacher: Path, data: Path, batch_size: int, repe
                                f"batch_size={batch_size}"])
     torch.manual_seed(0)
     parts = build_training(cfg)
-    models = {k: parts[k] for k in ("student", "teacher", "features", "disc", "schedule")}
-    optimizers = {k: parts[k] for k in ("g", "d", "g_schedule", "d_schedule")}
+    models, optimizers = split_parts(parts)
     accelerator = Accelerator(cpu=True)
     latents = LatentBuckets(data)
     student = parts["student"]

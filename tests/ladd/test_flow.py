@@ -5,6 +5,7 @@ import torch
 
 from ladd.flow import (
     add_noise,
+    classifier_free_guidance,
     denoise,
     flow_matching_loss,
     logit_normal_density,
@@ -76,3 +77,11 @@ def test_logit_normal_density_integrates_to_one_and_matches_samples():
 
 def test_model_timestep_scale():
     assert to_model_timestep(torch.tensor(0.25)).item() == 250
+
+
+def test_classifier_free_guidance_extrapolates_from_the_unconditional_output(x0_noise):
+    uncond, cond = x0_noise
+    assert torch.equal(classifier_free_guidance(uncond, cond, 0.0), uncond)
+    assert torch.allclose(classifier_free_guidance(uncond, cond, 1.0), cond, atol=1e-6)
+    # w = 4: four parts conditional, minus three parts unconditional
+    assert torch.allclose(classifier_free_guidance(uncond, cond, 4.0), 4 * cond - 3 * uncond, atol=1e-5)

@@ -19,7 +19,7 @@ from ladd.data import LatentBuckets
 from ladd.features import TeacherFeatures
 from ladd.paths import CONFIGS_DIR, REPO_ROOT
 from ladd.pipelines import load_pipeline
-from ladd.train import build_discriminator, build_training, ladd_iteration, load_teacher, main
+from ladd.train import build_discriminator, build_training, ladd_iteration, load_teacher, main, split_parts
 
 SMOKE_CONFIG = CONFIGS_DIR / "ladd-smoke.toml"
 
@@ -40,8 +40,7 @@ def test_one_iteration_updates_student_and_heads_but_never_the_teacher(smoke_tea
     parts = build_training(cfg)
     teacher, student, disc = parts["teacher"], parts["student"], parts["disc"]
     teacher_before, student_before, disc_before = snapshot(teacher), snapshot(student), snapshot(disc)
-    models = {k: parts[k] for k in ("student", "teacher", "features", "disc", "schedule")}
-    optimizers = {k: parts[k] for k in ("g", "d", "g_schedule", "d_schedule")}
+    models, optimizers = split_parts(parts)
     batch = LatentBuckets(smoke_latents).batch(0, 4, seed=0)
     stats = ladd_iteration(0, batch, models, optimizers, cfg, Accelerator(cpu=True))
     assert stats["g_grad_norm"] > 0 and stats["d_grad_norm"] > 0 and not stats["skipped"]
@@ -49,6 +48,56 @@ def test_one_iteration_updates_student_and_heads_but_never_the_teacher(smoke_tea
     assert all(p.grad is None and not p.requires_grad for p in teacher.parameters())
     assert any(not torch.equal(v, student.state_dict()[k]) for k, v in student_before.items())
     assert any(not torch.equal(v, disc.state_dict()[k]) for k, v in disc_before.items())
+
+
+def test_unconditional_embeddings_are_the_pipelines_negative_prompt(smoke_teacher, smoke_latents):
+    from ladd.train import unconditional_embeddings
+
+    cfg = load_config(SMOKE_CONFIG, [f"teacher={json.dumps(str(smoke_teacher))}", f"data={json.dumps(str(smoke_latents))}"])
+    pipe = load_pipeline(smoke_teacher)
+    length = json.loads((smoke_latents / "plan.json").read_text())["max_sequence_length"]
+    _, negative, _, negative_pooled = pipe.encode_prompt("a red circle", None, None, do_classifier_free_guidance=True,
+                                                         max_sequence_length=length)
+    embeds, pooled = unconditional_embeddings(pipe, cfg)
+    assert torch.allclose(embeds, negative, atol=1e-5) and torch.allclose(pooled, negative_pooled, atol=1e-5)
+    assert embeds.shape[1] == LatentBuckets(smoke_latents).buckets[0]["prompt_embeds"].shape[1]
+
+
+def test_guided_distillation_changes_only_the_target_not_the_adversarial_features(smoke_teacher, smoke_latents):
+    """distill.guidance_scale > 1 adds one unconditional teacher forward for L_distill's target; the heads still see
+    exactly the conditional features, so the adversarial loss of the same draw is unchanged."""
+    batch = LatentBuckets(smoke_latents).batch(0, 4, seed=0)
+    stats = {}
+    for scale in (1.0, 4.0):
+        cfg = load_config(SMOKE_CONFIG, [f"teacher={json.dumps(str(smoke_teacher))}",
+                                          f"data={json.dumps(str(smoke_latents))}", "distill.weight=1.0",
+                                          f"distill.guidance_scale={scale}"])
+        torch.manual_seed(0)
+        parts = build_training(cfg)
+        assert (parts["unconditional"] is None) == (scale == 1.0)
+        models, optimizers = split_parts(parts)
+        torch.manual_seed(1)
+        stats[scale] = ladd_iteration(0, batch, models, optimizers, cfg, Accelerator(cpu=True))
+    assert stats[1.0]["g_loss"] == stats[4.0]["g_loss"]
+    assert stats[4.0]["distill"] > 0 and stats[4.0]["distill"] != stats[1.0]["distill"]
+
+
+def test_guided_teacher_velocity_is_cfg_of_the_two_branches(smoke_teacher, smoke_latents):
+    from ladd.conditioning import predict_velocity
+    from ladd.train import guided_teacher_velocity, unconditional_embeddings
+
+    cfg = load_config(SMOKE_CONFIG, [f"teacher={json.dumps(str(smoke_teacher))}", f"data={json.dumps(str(smoke_latents))}"])
+    pipe = load_pipeline(smoke_teacher)
+    teacher, unconditional = pipe.transformer, unconditional_embeddings(pipe, cfg)
+    batch = LatentBuckets(smoke_latents).batch(0, 3, seed=0)
+    noisy, t_hat = torch.randn_like(batch["latents"]), torch.tensor([0.9, 0.5, 0.2])
+    with torch.no_grad():
+        cond = predict_velocity(teacher, noisy, t_hat, batch["prompt_embeds"], batch["pooled_prompt_embeds"])
+        uncond = predict_velocity(teacher, noisy, t_hat, unconditional[0].expand(3, -1, -1),
+                                  unconditional[1].expand(3, -1))
+    guided = guided_teacher_velocity(teacher, noisy, t_hat, batch, cond, unconditional, 3.0)
+    assert torch.allclose(guided, uncond + 3.0 * (cond - uncond), atol=1e-5)
+    assert not torch.allclose(cond, uncond, atol=1e-3)  # the empty prompt really is another condition
 
 
 def test_generator_gradient_flows_through_the_teacher_into_the_student(smoke_teacher, smoke_latents):
