@@ -106,9 +106,10 @@ def speed(teacher: Path, student: Path, batch_size: int, repeats: int, vae: Path
     return lines
 
 
-def training_cost(config: Path, teacher: Path, data: Path, batch_size: int, repeats: int) -> list[str]:
+def training_cost(config: Path, teacher: Path, data: Path, batch_size: int, repeats: int,
+                  overrides: list[str] = ()) -> list[str]:
     cfg = load_config(config, [f"teacher={json.dumps(str(teacher))}", f"data={json.dumps(str(data))}",
-                               f"batch_size={batch_size}"])
+                               f"batch_size={batch_size}", *overrides])
     torch.manual_seed(0)
     parts = build_training(cfg)
     models, optimizers = split_parts(parts)
@@ -137,6 +138,9 @@ def training_cost(config: Path, teacher: Path, data: Path, batch_size: int, repe
                 times[name].append(time.perf_counter() - started)
     ladd_seconds, plain = statistics.median(times["ladd"]), statistics.median(times["plain"])
     heads = sum(p.numel() for p in parts["disc"].parameters())
+    ladd_work = "student, teacher on fake with grad, teacher on real, heads, both updates"
+    if cfg["distill"]["weight"] > 0:
+        ladd_work += ", L_distill" + (" with the teacher's unconditional forward" if parts["unconditional"] is not None else "")
     return [
         f"Batch {batch_size}, student = teacher = {sum(p.numel() for p in student.parameters()) / 1e6:.2f}M-parameter "
         f"SD3Transformer2DModel, {len(parts['features'].blocks)} discriminator heads ({heads / 1e6:.2f}M parameters), "
@@ -145,7 +149,7 @@ def training_cost(config: Path, teacher: Path, data: Path, batch_size: int, repe
         "| iteration | seconds |",
         "|---|---|",
         f"| plain diffusion fine-tuning (student fwd+bwd, AdamW) | {plain:.3f} |",
-        f"| LADD (student, teacher on fake with grad, teacher on real, heads, both updates) | {ladd_seconds:.3f} |",
+        f"| LADD ({ladd_work}) | {ladd_seconds:.3f} |",
         f"| **ratio** | **{ladd_seconds / plain:.2f}x** |",
     ]
 
@@ -167,6 +171,9 @@ def main(argv=None):
     parser.add_argument("--speed-vae", help="the speed table also times both pipelines decoding with this VAE folder "
                                             "(e.g. models/shapes-slim-vae), and with the zoo VAE installed the same way")
     parser.add_argument("--quality-only", action="store_true", help="skip the speed and training-cost sections")
+    parser.add_argument("--train-overrides", nargs="*", default=[],
+                        help="--config overrides for the training-cost rows, e.g. distill.weight=0.2 "
+                             "distill.guidance_scale=4.0 (the recipe the student was trained with)")
     args = parser.parse_args(argv)
     teacher, student = Path(args.teacher), Path(args.student)
     speed_vae = Path(args.speed_vae) if args.speed_vae else None
@@ -180,7 +187,8 @@ def main(argv=None):
     for batch_size in (int(b) for b in args.speed_batch_sizes.split(",")):
         print("\n".join(speed(teacher, student, batch_size, args.repeats, speed_vae)) + "\n")
     print("\n## Training cost\n")
-    print("\n".join(training_cost(Path(args.config), teacher, Path(args.data), args.batch_size, args.repeats)))
+    print("\n".join(training_cost(Path(args.config), teacher, Path(args.data), args.batch_size, args.repeats,
+                                   args.train_overrides)))
 
 
 if __name__ == "__main__":
