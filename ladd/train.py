@@ -240,7 +240,7 @@ def train(cfg: dict) -> Path:
     state = accelerator.state
     accelerator.print(f"{state.num_processes} processes ({state.distributed_type.value}, {state.backend or 'no backend'})")
     parts = build_training(cfg)
-    teacher, features, schedule = parts["teacher"], parts["features"], parts["schedule"]
+    teacher, schedule = parts["teacher"], parts["schedule"]
     student, disc = parts["student"], parts["disc"]
     opt_g, opt_d, g_schedule, d_schedule = parts["g"], parts["d"], parts["g_schedule"], parts["d_schedule"]
     data = LatentBuckets(cfg["data"])
@@ -267,9 +267,8 @@ def train(cfg: dict) -> Path:
     else:
         set_seed(cfg["seed"] + accelerator.process_index)  # different noise on every process
 
-    models = {"student": student, "teacher": teacher, "features": features, "disc": disc, "schedule": schedule,
-              "unconditional": unconditional}
-    optimizers = {"g": opt_g, "d": opt_d, "g_schedule": g_schedule, "d_schedule": d_schedule}
+    models, optimizers = split_parts({**parts, "student": student, "disc": disc, "unconditional": unconditional,
+                                      "g": opt_g, "d": opt_d, "g_schedule": g_schedule, "d_schedule": d_schedule})
     info = {"teacher": str(Path(cfg["teacher"]).resolve()), "config": cfg,
             "tags": scaling_tags(cfg, teacher, unwrapped)}
     log = MetricsLog(out / "metrics.csv", append=start > 0) if accelerator.is_main_process else None

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ladd.paths import REPO_ROOT
 from ladd.pipelines import load_vae
 from ladd.shapes.data import to_model_range
 from ladd.shapes.grammar import sample_scene, scene_to_prompt
@@ -45,7 +46,7 @@ def ms_per_image(run, batch: int, repeats: int = 9) -> float:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folders", nargs="+", help="VAE folders of the zoo VAE's latent space")
-    parser.add_argument("--vae", default="models/shapes-sd3/vae", help="the reference VAE")
+    parser.add_argument("--vae", default=str(REPO_ROOT / "models" / "shapes-sd3" / "vae"), help="the reference VAE")
     args = parser.parse_args(argv)
     rng = np.random.default_rng(5)
     prompts = ["a blue circle on a gray background"] + [scene_to_prompt(sample_scene(rng)) for _ in range(255)]
