@@ -1,10 +1,13 @@
 """Shapes teacher: held-out accuracy against training time, and the final teacher with and without guidance.
 
     python scripts/teacher_curve.py [--teacher models/shapes-sd3] [--snapshots results/zoo-build/shapes-sd3-snapshots]
+                                    [--samples-per-prompt 1] [--minutes-before 0 --steps-before 0]
 
 Every EMA snapshot the build saved is put into a copy of the teacher pipeline and benchmarked by `bench.run` on the
 shapes suite (256 held-out prompts; 50 steps with the teacher's CFG scale). The final teacher is also run with
-guidance off. Prints a markdown table and writes docs/img/teacher-curve.png.
+guidance off. `--minutes-before` / `--steps-before` shift the axes for a teacher that went on from another
+(`teacher.init_from`): the minutes and steps its starting point had trained. Prints a markdown table and writes
+docs/img/teacher-curve.png (or `--plot`).
 """
 
 from __future__ import annotations
@@ -44,20 +47,25 @@ def main(argv=None):
     parser.add_argument("--snapshots", default=str(RESULTS_DIR / "zoo-build" / "shapes-sd3-snapshots"))
     parser.add_argument("--out", default=str(RESULTS_DIR / "teacher-curve"))
     parser.add_argument("--plot", default=str(REPO_ROOT / "docs" / "img" / "teacher-curve.png"))
+    parser.add_argument("--samples-per-prompt", type=int, default=1)
+    parser.add_argument("--minutes-before", type=float, default=0.0)
+    parser.add_argument("--steps-before", type=int, default=0)
     args = parser.parse_args(argv)
     teacher, snapshots, out = Path(args.teacher), Path(args.snapshots), Path(args.out)
+    samples = ["--samples-per-prompt", str(args.samples_per_prompt)]
 
     header = "| model | accuracy % | single | two-object | counting | size | CLIP score | FD (CLIP) |"
     lines = [header, "|" + "---|" * 8]
     curve = []
     for record in map(json.loads, (snapshots / "snapshots.jsonl").read_text().splitlines()):
         model = snapshot_pipeline(teacher, snapshots / f"{record['name']}.safetensors", out / "models" / record["name"])
-        scores = shapes_scores(model, out / record["name"], [])
-        curve.append((record["minutes"], scores))
-        lines.append(score_row(f"EMA at step {record['step']} ({record['minutes']:.0f} min)", scores))
-    final = shapes_scores(teacher, out / "final-cfg", [])
+        scores = shapes_scores(model, out / record["name"], samples)
+        minutes = args.minutes_before + record["minutes"]
+        curve.append((minutes, scores))
+        lines.append(score_row(f"EMA at step {args.steps_before + record['step']} ({minutes:.0f} min)", scores))
+    final = shapes_scores(teacher, out / "final-cfg", samples)
     lines.append(score_row("final teacher, 50 steps, CFG", final))
-    no_cfg = shapes_scores(teacher, out / "final-no-cfg", ["--guidance", "0"])
+    no_cfg = shapes_scores(teacher, out / "final-no-cfg", ["--guidance", "0", *samples])
     lines.append(score_row("final teacher, 50 steps, guidance off", no_cfg))
     print("\n".join(lines))
 

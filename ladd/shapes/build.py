@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL, AutoencoderTiny
 from diffusers.training_utils import EMAModel
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 from transformers import CLIPModel, CLIPProcessor, CLIPTokenizer, T5EncoderModel
 
@@ -364,6 +364,8 @@ def build(cfg: dict, out_dir: Path, work_dir: Path) -> dict:
         transformer = make_transformer(
             teacher_cfg, vae.config.latent_channels, cfg["clip"]["text_width"], cfg["clip"]["embed_dim"]
         )
+        if teacher_cfg["init_from"]:  # go on training a built teacher (e.g. past the build's hour)
+            transformer.load_state_dict(load_file(str(teacher_weights(teacher_cfg["init_from"]))))
         pipe = assemble_pipeline(tokenizer, text_encoder_from_clip(clip), vae, transformer, teacher_scheduler(),
                                  scene_encoder)
         train_teacher(pipe, pool, encoded, teacher_cfg, MetricsLog(work_dir / f"{teacher_cfg['name']}.csv"), seed,
@@ -388,6 +390,26 @@ def build(cfg: dict, out_dir: Path, work_dir: Path) -> dict:
     return report
 
 
+def teacher_weights(pipeline_dir: str | Path) -> Path:
+    return Path(pipeline_dir) / "transformer" / "diffusion_pytorch_model.safetensors"
+
+
+def init_from_error(cfg: dict, models_dir: Path) -> str | None:
+    """Why `teacher.init_from` cannot initialise the configured teacher (None when it can)."""
+    init = Path(cfg["teacher"]["init_from"])
+    if not teacher_weights(init).is_file():
+        return f"teacher.init_from={init}: no transformer weights there (a pipeline folder, e.g. models/shapes-sd3)"
+    vae_config = json.loads((models_dir / cfg["reuse_from"] / "vae" / "config.json").read_text())
+    expected = make_transformer(cfg["teacher"], vae_config["latent_channels"], cfg["clip"]["text_width"],
+                                cfg["clip"]["embed_dim"]).config
+    expected = json.loads(json.dumps(dict(expected)))  # as saved: tuples become lists
+    found = json.loads((init / "transformer" / "config.json").read_text())
+    differ = sorted(k for k, v in expected.items() if not k.startswith("_") and k in found and found[k] != v)
+    if differ:
+        return f"teacher.init_from={init}: its transformer differs from the configured teacher in {', '.join(differ)}"
+    return None
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Build the shapes-world model zoo.")
     parser.add_argument("--config", help="TOML config (default: configs/zoo.toml, or configs/zoo-smoke.toml)")
@@ -410,6 +432,9 @@ def main(argv=None) -> int:
         print(f"error: tiny_vae.generated={generated}: no ladd.synth shards there", file=sys.stderr)
         return 2
     out_dir = Path(args.out)
+    if "teacher" in cfg["stages"] and cfg["teacher"]["init_from"] and (problem := init_from_error(cfg, out_dir)):
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     work_dir = Path(args.work) if args.work else RESULTS_DIR / "zoo-build"
     torch.set_num_threads(max(1, torch.get_num_threads()))
     report = build(cfg, out_dir, work_dir)

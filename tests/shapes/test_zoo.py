@@ -116,6 +116,21 @@ def test_teacher_of_another_depth_reuses_clip_vae_and_scene_encoder(smoke_zoo, t
     assert torch.equal(deeper.text_encoder_3.shared.weight, original.text_encoder_3.shared.weight)
 
 
+def test_teacher_init_from_a_built_teacher(smoke_zoo, tmp_path, capsys):
+    out, _ = smoke_zoo
+    source = out / "shapes-sd3"
+    assert build_main(["--smoke", "--out", str(out), "--work", str(tmp_path), 'stages=["teacher"]',
+                       f"teacher.init_from={source}", "teacher.steps=0", 'teacher.name="shapes-sd3-copy"']) == 0
+    copied = load_pipeline(out / "shapes-sd3-copy").transformer.state_dict()
+    for name, weight in load_pipeline(source).transformer.state_dict().items():
+        assert torch.equal(copied[name], weight), name
+    # another architecture cannot start from it: one line, nothing written
+    assert build_main(["--smoke", "--out", str(out), "--work", str(tmp_path), 'stages=["teacher"]',
+                       f"teacher.init_from={source}", "teacher.depth=2", 'teacher.name="shapes-sd3-bad"']) == 2
+    assert "differs from the configured teacher in num_layers" in capsys.readouterr().err
+    assert not (out / "shapes-sd3-bad").exists()
+
+
 def test_bad_override_is_one_line_error(capsys):
     assert build_main(["--smoke", "teacher.depthh=3"]) == 2
     assert "unknown config key" in capsys.readouterr().err
