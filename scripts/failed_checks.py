@@ -5,7 +5,8 @@
 Accuracy says how often an image is wholly right; this says why the rest are wrong. Each image of the run is
 evaluated again (`ladd.shapes.evaluate`), and every check kind (`object`, `count`, `size`, `relation`,
 `background`; the group index dropped) is tallied: how many images of a category have that check and how many
-of them fail it. Prints one markdown table per run.
+of them fail it. A second table is the count confusion of one-group prompts: for each count asked (one, two,
+three), how many objects of that colour and shape the images hold. Prints both tables per run.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import pandas as pd
 from PIL import Image
 
 from bench.runfolder import MANIFEST, read_manifest
-from ladd.shapes.evaluate import evaluate
+from ladd.shapes.evaluate import detect_objects, evaluate, parse_prompt
 
 
 def failed_checks(run: Path) -> pd.DataFrame:
@@ -41,6 +42,30 @@ def failure_table(checks: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def count_confusion(run: Path) -> pd.DataFrame:
+    """One row per image of a one-group prompt: the count asked and the objects of its colour and shape drawn."""
+    rows = []
+    for image in read_manifest(run).itertuples():
+        groups = parse_prompt(image.prompt).groups
+        if len(groups) == 1:
+            objects, _ = detect_objects(Image.open(run / image.path))
+            drawn = sum(o.colour == groups[0].colour and o.shape == groups[0].shape for o in objects)
+            rows.append((groups[0].count, drawn))
+    return pd.DataFrame(rows, columns=["asked", "drawn"])
+
+
+def confusion_table(counts: pd.DataFrame, most: int = 4) -> str:
+    """Markdown: per count asked, the share of images (%) drawing 0, 1, ... `most`-or-more such objects."""
+    drawn = counts["drawn"].clip(upper=most)
+    shares = pd.crosstab(counts["asked"], drawn, normalize="index").reindex(columns=range(most + 1), fill_value=0.0)
+    header = [str(n) for n in range(most)] + [f"{most}+"]
+    lines = ["| asked | images | " + " | ".join(f"drew {h}" for h in header) + " |", "|---|---|" + "---|" * len(header)]
+    for asked, row in shares.iterrows():
+        cells = " | ".join(f"{100 * share:.1f}" for share in row)
+        lines.append(f"| {asked} | {int((counts['asked'] == asked).sum())} | {cells} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path, help="bench.run folders")
@@ -48,7 +73,7 @@ def main(argv=None) -> int:
     for run in args.runs:
         if not (run / MANIFEST).is_file():
             raise SystemExit(f"error: {run} has no {MANIFEST}; give a finished bench.run folder")
-        print(f"## {run}\n\n{failure_table(failed_checks(run))}\n")
+        print(f"## {run}\n\n{failure_table(failed_checks(run))}\n\n{confusion_table(count_confusion(run))}\n")
     return 0
 
 

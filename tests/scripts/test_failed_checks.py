@@ -2,7 +2,7 @@
 
 import pandas as pd
 import pytest
-from failed_checks import failed_checks, failure_table, main
+from failed_checks import confusion_table, count_confusion, failed_checks, failure_table, main
 
 from bench.runfolder import MANIFEST
 from ladd.shapes.grammar import parse_prompt
@@ -30,6 +30,13 @@ def test_tally_counts_what_fails_and_table_reads_it(tmp_path):
     table = failure_table(checks)
     assert "| single | count | 1 | 2 | 50.0 |" in table
     assert "| two_object | relation | 1 | 1 | 100.0 |" in table
+
+    # the two one-group prompts: one circle asked and drawn; one square asked, two drawn
+    counts = count_confusion(tmp_path)
+    assert sorted(map(tuple, counts.to_numpy())) == [(1, 1), (1, 2)]
+    confusion = confusion_table(counts)
+    assert "| asked | images | drew 0 | drew 1 | drew 2 | drew 3 | drew 4+ |" in confusion
+    assert "| 1 | 2 | 0.0 | 50.0 | 50.0 | 0.0 | 0.0 |" in confusion
 
 
 def test_cli_rejects_a_folder_without_a_manifest(tmp_path):
