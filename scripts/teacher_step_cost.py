@@ -1,4 +1,4 @@
-"""Cost of one teacher training step: prompts encoded per batch vs looked up in a `PromptTable`, and two CPU
+"""Cost of one teacher training step: prompts encoded per batch vs looked up in a `PromptTable`, and three CPU
 speed-ups one might hope would buy the zoo build more steps in its hour (bf16 autocast, `torch.compile`, a CLIP
 slot only as long as the grammar's longest prompt).
 

@@ -394,13 +394,12 @@ def teacher_weights(pipeline_dir: str | Path) -> Path:
     return Path(pipeline_dir) / "transformer" / "diffusion_pytorch_model.safetensors"
 
 
-def init_from_error(cfg: dict, models_dir: Path) -> str | None:
+def init_from_error(cfg: dict) -> str | None:
     """Why `teacher.init_from` cannot initialise the configured teacher (None when it can)."""
     init = Path(cfg["teacher"]["init_from"])
     if not teacher_weights(init).is_file():
         return f"teacher.init_from={init}: no transformer weights there (a pipeline folder, e.g. models/shapes-sd3)"
-    vae_config = json.loads((models_dir / cfg["reuse_from"] / "vae" / "config.json").read_text())
-    expected = make_transformer(cfg["teacher"], vae_config["latent_channels"], cfg["clip"]["text_width"],
+    expected = make_transformer(cfg["teacher"], cfg["vae"]["latent_channels"], cfg["clip"]["text_width"],
                                 cfg["clip"]["embed_dim"]).config
     expected = json.loads(json.dumps(dict(expected)))  # as saved: tuples become lists
     found = json.loads((init / "transformer" / "config.json").read_text())
@@ -432,7 +431,7 @@ def main(argv=None) -> int:
         print(f"error: tiny_vae.generated={generated}: no ladd.synth shards there", file=sys.stderr)
         return 2
     out_dir = Path(args.out)
-    if "teacher" in cfg["stages"] and cfg["teacher"]["init_from"] and (problem := init_from_error(cfg, out_dir)):
+    if "teacher" in cfg["stages"] and cfg["teacher"]["init_from"] and (problem := init_from_error(cfg)):
         print(f"error: {problem}", file=sys.stderr)
         return 2
     work_dir = Path(args.work) if args.work else RESULTS_DIR / "zoo-build"
