@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from functools import lru_cache
 from pathlib import Path
 
 import ladd  # noqa: F401  (before torch-backed imports: sets OMP_WAIT_POLICY, see ladd/__init__.py)
@@ -20,16 +21,22 @@ import pandas as pd
 from PIL import Image
 
 from bench.runfolder import MANIFEST, read_manifest
-from ladd.shapes.evaluate import detect_objects, evaluate, parse_prompt
+from ladd.shapes.evaluate import Evaluation, evaluate, group_objects
+from ladd.shapes.grammar import parse_prompt
+
+
+@lru_cache(maxsize=4)
+def evaluations(run: Path) -> list[tuple[tuple, Evaluation]]:
+    """Every image of the run (manifest row) with its evaluation; cached, so both tables evaluate an image once."""
+    return [(image, evaluate(Image.open(run / image.path), image.prompt))
+            for image in read_manifest(run).itertuples()]
 
 
 def failed_checks(run: Path) -> pd.DataFrame:
     """One row per (image, check): category, check kind, passed."""
-    manifest = read_manifest(run)
     rows = []
-    for image in manifest.itertuples():
-        checks = evaluate(Image.open(run / image.path), image.prompt).checks
-        rows += [(image.category, re.sub(r"_\d+$", "", name), passed) for name, passed in checks.items()]
+    for image, evaluation in evaluations(run):
+        rows += [(image.category, re.sub(r"_\d+$", "", name), passed) for name, passed in evaluation.checks.items()]
     return pd.DataFrame(rows, columns=["category", "check", "passed"])
 
 
@@ -45,12 +52,10 @@ def failure_table(checks: pd.DataFrame) -> str:
 def count_confusion(run: Path) -> pd.DataFrame:
     """One row per image of a one-group prompt: the count asked and the objects of its colour and shape drawn."""
     rows = []
-    for image in read_manifest(run).itertuples():
+    for image, evaluation in evaluations(run):
         groups = parse_prompt(image.prompt).groups
         if len(groups) == 1:
-            objects, _ = detect_objects(Image.open(run / image.path))
-            drawn = sum(o.colour == groups[0].colour and o.shape == groups[0].shape for o in objects)
-            rows.append((groups[0].count, drawn))
+            rows.append((groups[0].count, len(group_objects(evaluation.objects, groups[0]))))
     return pd.DataFrame(rows, columns=["asked", "drawn"])
 
 

@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import AutoencoderKL, AutoencoderTiny
+from diffusers import AutoencoderKL, AutoencoderTiny, SD3Transformer2DModel
 from diffusers.training_utils import EMAModel
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from tqdm import tqdm
 from transformers import CLIPModel, CLIPProcessor, CLIPTokenizer, T5EncoderModel
 
@@ -365,7 +365,8 @@ def build(cfg: dict, out_dir: Path, work_dir: Path) -> dict:
             teacher_cfg, vae.config.latent_channels, cfg["clip"]["text_width"], cfg["clip"]["embed_dim"]
         )
         if teacher_cfg["init_from"]:  # go on training a built teacher (e.g. past the build's hour)
-            transformer.load_state_dict(load_file(str(teacher_weights(teacher_cfg["init_from"]))))
+            built = SD3Transformer2DModel.from_pretrained(Path(teacher_cfg["init_from"]) / "transformer")
+            transformer.load_state_dict(built.state_dict())
         pipe = assemble_pipeline(tokenizer, text_encoder_from_clip(clip), vae, transformer, teacher_scheduler(),
                                  scene_encoder)
         train_teacher(pipe, pool, encoded, teacher_cfg, MetricsLog(work_dir / f"{teacher_cfg['name']}.csv"), seed,
@@ -390,19 +391,16 @@ def build(cfg: dict, out_dir: Path, work_dir: Path) -> dict:
     return report
 
 
-def teacher_weights(pipeline_dir: str | Path) -> Path:
-    return Path(pipeline_dir) / "transformer" / "diffusion_pytorch_model.safetensors"
-
-
 def init_from_error(cfg: dict) -> str | None:
     """Why `teacher.init_from` cannot initialise the configured teacher (None when it can)."""
     init = Path(cfg["teacher"]["init_from"])
-    if not teacher_weights(init).is_file():
-        return f"teacher.init_from={init}: no transformer weights there (a pipeline folder, e.g. models/shapes-sd3)"
+    try:
+        found = SD3Transformer2DModel.load_config(init / "transformer")
+    except OSError:
+        return f"teacher.init_from={init}: no transformer there (a pipeline folder, e.g. models/shapes-sd3)"
     expected = make_transformer(cfg["teacher"], cfg["vae"]["latent_channels"], cfg["clip"]["text_width"],
                                 cfg["clip"]["embed_dim"]).config
     expected = json.loads(json.dumps(dict(expected)))  # as saved: tuples become lists
-    found = json.loads((init / "transformer" / "config.json").read_text())
     differ = sorted(k for k, v in expected.items() if not k.startswith("_") and k in found and found[k] != v)
     if differ:
         return f"teacher.init_from={init}: its transformer differs from the configured teacher in {', '.join(differ)}"

@@ -127,13 +127,18 @@ def _relation_holds(relation: str, first: list[DetectedObject], second: list[Det
     return dy > 0 and abs(dy) > abs(dx)  # below
 
 
+def group_objects(objects: list[DetectedObject], group) -> list[DetectedObject]:
+    """The detected objects of a prompt group's colour and shape."""
+    return [o for o in objects if o.colour == group.colour and o.shape == group.shape]
+
+
 def evaluate_scene(image: Image.Image, scene: Scene, prompt: str = "") -> Evaluation:
     objects, background = detect_objects(image)
     scale = min(image.size) / BASE_SIDE
     checks: dict[str, bool] = {}
     matched = []
     for i, group in enumerate(scene.groups):
-        found = [o for o in objects if o.colour == group.colour and o.shape == group.shape]
+        found = group_objects(objects, group)
         matched.append(found)
         checks[f"object_{i}"] = bool(found)
         checks[f"count_{i}"] = len(found) == group.count
