@@ -394,10 +394,9 @@ def build(cfg: dict, out_dir: Path, work_dir: Path) -> dict:
 def init_from_error(cfg: dict) -> str | None:
     """Why `teacher.init_from` cannot initialise the configured teacher (None when it can)."""
     init = Path(cfg["teacher"]["init_from"])
-    try:
-        found = SD3Transformer2DModel.load_config(init / "transformer")
-    except OSError:
+    if not (init / "transformer" / "config.json").is_file():  # a local folder only: never a hub lookup
         return f"teacher.init_from={init}: no transformer there (a pipeline folder, e.g. models/shapes-sd3)"
+    found = SD3Transformer2DModel.load_config(init / "transformer")
     expected = make_transformer(cfg["teacher"], cfg["vae"]["latent_channels"], cfg["clip"]["text_width"],
                                 cfg["clip"]["embed_dim"]).config
     expected = json.loads(json.dumps(dict(expected)))  # as saved: tuples become lists
