@@ -2,7 +2,10 @@
 
 LADD trains the student on synthetic latents made by the teacher (or any data-generator model) at a constant
 CFG scale (paper Sec. 3, "Leveraging synthetic data"): no decoding, no re-encoding, uniformly well-aligned data.
-`--source render` / `--source images` instead VAE-encodes real images (the paper's real-data ablation).
+`--source render` / `--source images` instead VAE-encodes real images (the paper's real-data ablation). Real latents
+are posterior samples by default (`--posterior sample`), as the teacher's training data were: a generator's latents
+carry the posterior's spread, and posterior means lack it, which the discriminator would tell apart at a glance
+(`docs/ladd-results.md`, "Real data").
 
 Output: resumable shards `shard-00000.safetensors`, each one aspect bucket, holding `latents` (normalised, the
 transformer's space), `prompt_embeds` and `pooled_prompt_embeds` (computed exactly as the pipeline computes them),
@@ -123,6 +126,8 @@ def run(args) -> int:
     settings = {"model": str(args.model), "source": args.source, "num": num, "shard_size": args.shard_size,
                 "steps": steps, "guidance": guidance, "seed": args.seed, "prompts": args.prompts or "shapes",
                 "max_sequence_length": max_sequence_length, "shards": plan}
+    if args.source != "teacher":
+        settings["posterior"] = args.posterior
     out.mkdir(parents=True, exist_ok=True)
     plan_file = out / "plan.json"
     if plan_file.exists():
@@ -146,15 +151,16 @@ def run(args) -> int:
             if args.source == "teacher":
                 batch = generate_latents(pipe, batch_prompts, width, height, seeds, steps, guidance,
                                          max_sequence_length)
-            elif args.source == "render":
-                pixels = torch.stack([
-                    torch.from_numpy(np.array(render_prompt(p, s, width, height))).permute(2, 0, 1)
-                    for p, s in zip(batch_prompts, seeds)
-                ]).float() / 127.5 - 1
-                batch = encode_images(pipe.vae, pixels)
             else:
-                batch = encode_images(pipe.vae, load_images([images[i % len(images)] for i in range(start, stop)],
-                                                            width, height))
+                if args.source == "render":
+                    pixels = torch.stack([
+                        torch.from_numpy(np.array(render_prompt(p, s, width, height))).permute(2, 0, 1)
+                        for p, s in zip(batch_prompts, seeds)
+                    ]).float() / 127.5 - 1
+                else:
+                    pixels = load_images([images[i % len(images)] for i in range(start, stop)], width, height)
+                batch = encode_images(pipe.vae, pixels, sample=args.posterior == "sample",
+                                      generator=torch.Generator().manual_seed(seeds[0]))
             e, p = encode_prompts(pipe, batch_prompts, max_sequence_length)
             latents.append(batch.float())
             embeds.append(e.float())
@@ -189,6 +195,9 @@ def main(argv=None) -> int:
                         help="teacher: synthetic latents; render: VAE-encoded shapes renderings (real-data "
                              "ablation); images: VAE-encoded images listed in --images-csv")
     parser.add_argument("--images-csv", help="CSV with 'image' (path) and 'prompt' columns, for --source images")
+    parser.add_argument("--posterior", choices=["sample", "mean"], default="sample",
+                        help="real images: a seeded sample of the VAE posterior, as diffusion models train on "
+                             "(default), or its mean")
     parser.add_argument("--steps", type=int, default=0, help="sampling steps (default: the model's)")
     parser.add_argument("--guidance", type=float, default=None, help="constant CFG scale (default: the model's)")
     parser.add_argument("--batch-size", type=int, default=64)

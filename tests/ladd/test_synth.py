@@ -1,5 +1,6 @@
 """Synthetic training data: shards, resumption, settings guard, real-data mode, and batch reading."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -45,8 +46,33 @@ def test_real_data_mode_encodes_renderings(smoke_teacher, tmp_path):
     args = ["--model", str(smoke_teacher), "--out", str(tmp_path), "--num", "8", "--shard-size", "8",
             "--source", "render"]
     assert main(args) == 0
-    tensors, prompts = read_shard(tmp_path / "shard-00000.safetensors")
+    shard = tmp_path / "shard-00000.safetensors"
+    tensors, prompts = read_shard(shard)
     assert tensors["latents"].shape == (8, 4, 16, 16) and len(prompts) == 8
+    shard.unlink()
+    assert main(args) == 0
+    assert torch.equal(read_shard(shard)[0]["latents"], tensors["latents"])  # posterior samples are seeded
+
+
+def test_real_data_mode_samples_the_posterior_like_the_teachers_training_data(smoke_teacher, tmp_path):
+    from ladd.conditioning import encode_images
+    from ladd.pipelines import load_pipeline
+    from ladd.shapes.render import render_prompt
+
+    def latents(posterior):
+        out = tmp_path / posterior
+        assert main(["--model", str(smoke_teacher), "--out", str(out), "--num", "4", "--shard-size", "4",
+                     "--source", "render", "--posterior", posterior]) == 0
+        return read_shard(out / "shard-00000.safetensors")
+
+    (mean, prompts), (sampled, _) = latents("mean"), latents("sample")
+    vae = load_pipeline(smoke_teacher).vae
+    seeds = range(4)  # the default --seed 0 gives latent i the seed i
+    pixels = torch.stack([torch.from_numpy(np.array(render_prompt(p, s, 64, 64))).permute(2, 0, 1)
+                          for p, s in zip(prompts, seeds)]).float() / 127.5 - 1
+    assert torch.allclose(mean["latents"], encode_images(vae, pixels), atol=1e-5)
+    spread = (sampled["latents"] - mean["latents"]).std()
+    assert spread > 0.01  # a draw from the posterior, not its mean
 
 
 def test_images_mode_reads_a_csv(smoke_teacher, tmp_path):
