@@ -32,7 +32,7 @@ from tqdm import tqdm
 from ladd.conditioning import encode_images, encode_prompts
 from ladd.pipelines import load_pipeline
 from ladd.sampling import read_sampling_defaults
-from ladd.shapes.data import BUCKET_SHARES
+from ladd.shapes.data import BUCKET_SHARES, to_model_range
 from ladd.shapes.grammar import sample_scene, scene_to_prompt
 from ladd.shapes.heldout import heldout_prompts
 from ladd.shapes.render import BUCKETS, render_prompt
@@ -98,7 +98,13 @@ def generate_latents(pipe, prompts, width, height, seeds, steps, guidance, max_s
 def load_images(paths: list[str], width: int, height: int) -> torch.Tensor:
     """Images -> [-1, 1] tensors at a bucket's size (resized, as aspect bucketing does after choosing a bucket)."""
     arrays = [np.asarray(Image.open(p).convert("RGB").resize((width, height), Image.BICUBIC)) for p in paths]
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    return to_model_range(torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2))
+
+
+def render_images(prompts: list[str], seeds: list[int], width: int, height: int) -> torch.Tensor:
+    """Shapes-world renderings of the prompts -> [-1, 1] tensors (the real-data source)."""
+    arrays = [np.asarray(render_prompt(p, s, width, height)) for p, s in zip(prompts, seeds)]
+    return to_model_range(torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2))
 
 
 def run(args) -> int:
@@ -152,13 +158,8 @@ def run(args) -> int:
                 batch = generate_latents(pipe, batch_prompts, width, height, seeds, steps, guidance,
                                          max_sequence_length)
             else:
-                if args.source == "render":
-                    pixels = torch.stack([
-                        torch.from_numpy(np.array(render_prompt(p, s, width, height))).permute(2, 0, 1)
-                        for p, s in zip(batch_prompts, seeds)
-                    ]).float() / 127.5 - 1
-                else:
-                    pixels = load_images([images[i % len(images)] for i in range(start, stop)], width, height)
+                pixels = (render_images(batch_prompts, seeds, width, height) if args.source == "render" else
+                          load_images([images[i % len(images)] for i in range(start, stop)], width, height))
                 batch = encode_images(pipe.vae, pixels, sample=args.posterior == "sample",
                                       generator=torch.Generator().manual_seed(seeds[0]))
             e, p = encode_prompts(pipe, batch_prompts, max_sequence_length)
