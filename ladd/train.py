@@ -96,15 +96,27 @@ def student_schedule(cfg: dict) -> StudentTimestepSchedule:
     return StudentTimestepSchedule(tuple(s["timesteps"]), tuple(s["warmup_probs"]), tuple(s["probs"]), s["switch_at"])
 
 
+def distill_is_guided(cfg: dict) -> bool:
+    """Whether L_distill's target is the teacher's CFG prediction (one more, unconditional, teacher forward)."""
+    return cfg["distill"]["weight"] > 0 and cfg["distill"]["guidance_scale"] != 1
+
+
 def build_training(cfg: dict) -> dict:
-    """Teacher, student, feature hooks, heads, timestep schedule, and both optimisers with their LR schedules
-    (plus the unconditional text embeddings when the distillation target is guided)."""
+    """`assemble_training` for the teacher folder (and student source) that `cfg` names."""
     teacher_pipe = load_pipeline(cfg["teacher"])
     teacher = freeze(teacher_pipe.transformer)
-    guided = cfg["distill"]["weight"] > 0 and cfg["distill"]["guidance_scale"] != 1
-    unconditional = unconditional_embeddings(teacher_pipe, cfg) if guided else None
+    unconditional = unconditional_embeddings(teacher_pipe, cfg) if distill_is_guided(cfg) else None
     del teacher_pipe  # the text encoders are not needed past this point
-    student = init_student(cfg, teacher)
+    return assemble_training(cfg, teacher, init_student(cfg, teacher), unconditional)
+
+
+def assemble_training(cfg: dict, teacher: SD3Transformer2DModel, student: SD3Transformer2DModel,
+                      unconditional: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict:
+    """Teacher, student, feature hooks, heads, timestep schedule, and both optimisers with their LR schedules
+    (plus the unconditional text embeddings when the distillation target is guided). Models built in memory
+    (scripts/full_size_cost.py: random weights at SD3's size) enter here."""
+    if distill_is_guided(cfg) and unconditional is None:
+        raise TrainingError("a guided distillation target needs the empty prompt's text embeddings")
     features = TeacherFeatures(teacher, cfg["discriminator"]["blocks"] or None)
     disc = build_discriminator(cfg, features, teacher)
     if cfg["gradient_checkpointing"]:

@@ -27,12 +27,13 @@ from accelerate import Accelerator
 
 from ladd.config import load_config
 from ladd.data import LatentBuckets
-from ladd.losses import diffusion_loss
 from ladd.paths import CONFIGS_DIR, REPO_ROOT, RESULTS_DIR
 from ladd.pipelines import load_pipeline, swap_vae
 from ladd.sampling import read_sampling_defaults
 from ladd.shapes.heldout import load_heldout
 from ladd.train import build_training, ladd_iteration, split_parts
+
+from cost import alternating_medians, ladd_work, plain_iteration
 from shapes_scores import score_row, shapes_scores
 
 
@@ -115,32 +116,14 @@ def training_cost(config: Path, teacher: Path, data: Path, batch_size: int, repe
     models, optimizers = split_parts(parts)
     accelerator = Accelerator(cpu=True)
     latents = LatentBuckets(data)
-    student = parts["student"]
-    plain_optimizer = torch.optim.AdamW(student.parameters(), lr=1e-6)
-
-    def ladd_step(i):
-        ladd_iteration(i, latents.batch(i, batch_size, 0), models, optimizers, cfg, accelerator)
-
-    def plain_step(i):  # a diffusion fine-tuning iteration of the same student
-        batch = latents.batch(i, batch_size, 0)
-        loss = diffusion_loss(student, batch["latents"], batch["prompt_embeds"], batch["pooled_prompt_embeds"])
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
-        plain_optimizer.step()
-        plain_optimizer.zero_grad(set_to_none=True)
-
-    times = {"ladd": [], "plain": []}
-    for i in range(2 + repeats):
-        for name, step in (("ladd", ladd_step), ("plain", plain_step)):
-            started = time.perf_counter()
-            step(i)
-            if i >= 2:  # the first two rounds warm up
-                times[name].append(time.perf_counter() - started)
-    ladd_seconds, plain = statistics.median(times["ladd"]), statistics.median(times["plain"])
+    plain_optimizer = torch.optim.AdamW(parts["student"].parameters(), lr=1e-6)
+    seconds = alternating_medians({
+        "ladd": lambda i: ladd_iteration(i, latents.batch(i, batch_size, 0), models, optimizers, cfg, accelerator),
+        "plain": lambda i: plain_iteration(parts["student"], plain_optimizer, latents.batch(i, batch_size, 0),
+                                           accelerator, cfg["max_grad_norm"]),
+    }, repeats)
     heads = sum(p.numel() for p in parts["disc"].parameters())
-    ladd_work = "student, teacher on fake with grad, teacher on real, heads, both updates"
-    if cfg["distill"]["weight"] > 0:
-        ladd_work += ", L_distill" + (" with the teacher's unconditional forward" if parts["unconditional"] is not None else "")
+    student = parts["student"]
     return [
         f"Batch {batch_size}, student = teacher = {sum(p.numel() for p in student.parameters()) / 1e6:.2f}M-parameter "
         f"SD3Transformer2DModel, {len(parts['features'].blocks)} discriminator heads ({heads / 1e6:.2f}M parameters), "
@@ -148,9 +131,9 @@ def training_cost(config: Path, teacher: Path, data: Path, batch_size: int, repe
         "",
         "| iteration | seconds |",
         "|---|---|",
-        f"| plain diffusion fine-tuning (student fwd+bwd, AdamW) | {plain:.3f} |",
-        f"| LADD ({ladd_work}) | {ladd_seconds:.3f} |",
-        f"| **ratio** | **{ladd_seconds / plain:.2f}x** |",
+        f"| plain diffusion fine-tuning (student fwd+bwd, AdamW) | {seconds['plain']:.3f} |",
+        f"| LADD ({ladd_work(cfg, parts)}) | {seconds['ladd']:.3f} |",
+        f"| **ratio** | **{seconds['ladd'] / seconds['plain']:.2f}x** |",
     ]
 
 

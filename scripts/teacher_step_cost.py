@@ -12,8 +12,6 @@ the prompt table in fp32 (what the build uses). The compiled model's first step 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import ladd  # noqa: F401  (before torch: sets OMP_WAIT_POLICY, see ladd/__init__.py)
 import numpy as np
@@ -26,6 +24,8 @@ from ladd.pipelines import load_pipeline
 from ladd.shapes.build import PromptTable
 from ladd.shapes.grammar import sample_scene, scene_to_prompt
 from ladd.shapes.zoo import max_sequence_length
+
+from cost import alternating_medians
 
 
 def main(argv=None):
@@ -56,12 +56,11 @@ def main(argv=None):
         "prompt table, torch.compile": (table, compiled, False),
         f"prompt table, CLIP slot cut from {clip_length} to {longest} tokens": (trimmed, transformer, False),
     }
-    times = {name: [] for name in variants}
     generator = torch.Generator().manual_seed(0)
-    for repeat in range(args.repeats + 1):
-        batch = prompts[(repeat % 20) * args.batch_size:][: args.batch_size]
-        for name, (encode, model, bf16) in variants.items():
-            started = time.perf_counter()
+
+    def step(encode, model, bf16):
+        def run(repeat: int) -> None:
+            batch = prompts[(repeat % 20) * args.batch_size:][: args.batch_size]
             embeds, pooled = encode(batch)
             x0 = torch.randn(len(batch), transformer.config.in_channels, 16, 16, generator=generator)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
@@ -69,9 +68,10 @@ def main(argv=None):
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            if repeat:  # the first round warms up (and compiles)
-                times[name].append(time.perf_counter() - started)
-    median = {name: statistics.median(t) for name, t in times.items()}
+        return run
+
+    # the first round warms up (and compiles)
+    median = alternating_medians({name: step(*variant) for name, variant in variants.items()}, args.repeats, warmup=1)
     tokens = table(prompts[:1])[0].shape[1]
     print(f"teacher step, batch {args.batch_size}, text tokens {tokens}, torch threads {torch.get_num_threads()}")
     print("| variant | seconds per step | speed-up over the prompt table |")
