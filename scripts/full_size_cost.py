@@ -141,9 +141,10 @@ def sampling_speed(pipe, arch: dict, prompts: list[str], repeats: int, synchroni
     pipes = {"teacher": pipe, "student": student_pipe}
 
     def generate(pipes, output_type):
-        return {name: (lambda p, kwargs: lambda i: p(prompts, generator=torch.Generator().manual_seed(i),
-                                                     output_type=output_type, **kwargs))(p, settings[name])
-                for name, p in pipes.items()}
+        def call(pipe, kwargs):
+            return lambda i: pipe(prompts, generator=torch.Generator().manual_seed(i), output_type=output_type,
+                                  **kwargs)
+        return {name: call(p, settings[name]) for name, p in pipes.items()}
 
     def encode(guided: bool):  # what each pays before denoising: CFG encodes the negative prompt too
         return lambda i: pipe.encode_prompt(prompts, None, None, do_classifier_free_guidance=guided,
@@ -158,7 +159,8 @@ def sampling_speed(pipe, arch: dict, prompts: list[str], repeats: int, synchroni
     if fast_decoder is not None:
         fast = {name: swap_vae(type(p)(**p.components), fast_decoder) for name, p in pipes.items()}
         rows["full pipeline, both decoding with a TAESD-sized AutoencoderTiny"] = generate(fast, "pil")
-    for p in (*pipes.values(), *(fast.values() if fast_decoder else ())):
+        pipes.update({f"{name} (fast decoder)": p for name, p in fast.items()})
+    for p in pipes.values():
         p.set_progress_bar_config(disable=True)
     lines = [
         f"Batch of {len(prompts)} prompt(s) at {size}x{size}, median of {repeats} alternating repeats after one "
