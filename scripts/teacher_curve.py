@@ -1,7 +1,7 @@
 """Shapes teacher: held-out accuracy against training time, and the final teacher with and without guidance.
 
     python scripts/teacher_curve.py [--teacher models/shapes-sd3] [--snapshots results/zoo-build/shapes-sd3-snapshots]
-                                    [--samples-per-prompt 1] [--minutes-before 0 --steps-before 0]
+                                    [--samples-per-prompt 1] [--minutes-before 0 --steps-before 0] [--snapshots-only]
 
 Every EMA snapshot the build saved is put into a copy of the teacher pipeline and benchmarked by `bench.run` on the
 shapes suite (256 held-out prompts; 50 steps with the teacher's CFG scale). The final teacher is also run with
@@ -50,6 +50,9 @@ def main(argv=None):
     parser.add_argument("--samples-per-prompt", type=int, default=1)
     parser.add_argument("--minutes-before", type=float, default=0.0)
     parser.add_argument("--steps-before", type=int, default=0)
+    parser.add_argument("--snapshots-only", action="store_true",
+                        help="only the snapshots' rows, no final teacher and no plot (a run stopped before its end; "
+                             "--teacher then only supplies the pipeline around the snapshot weights)")
     args = parser.parse_args(argv)
     teacher, snapshots, out = Path(args.teacher), Path(args.snapshots), Path(args.out)
     samples = ["--samples-per-prompt", str(args.samples_per_prompt)]
@@ -63,6 +66,9 @@ def main(argv=None):
         minutes = args.minutes_before + record["minutes"]
         curve.append((minutes, scores))
         lines.append(score_row(f"EMA at step {args.steps_before + record['step']} ({minutes:.0f} min)", scores))
+    if args.snapshots_only:
+        print("\n".join(lines))
+        return
     final = shapes_scores(teacher, out / "final-cfg", samples)
     lines.append(score_row("final teacher, 50 steps, CFG", final))
     no_cfg = shapes_scores(teacher, out / "final-no-cfg", ["--guidance", "0", *samples])
