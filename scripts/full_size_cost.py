@@ -193,6 +193,9 @@ def training_cost(teacher, unconditional, batch: dict, config_overrides: list[st
         "paper (adversarial only)": [],
         "shapes student (+ L_distill 0.2, teacher CFG 4)": ["distill.weight=0.2", "distill.guidance_scale=4.0"],
     }
+    def ladd_step(models, optimizers, cfg):
+        return lambda i: ladd_iteration(i, batch, models, optimizers, cfg, accelerator)
+
     steps, works = {}, {}
     student, shared = None, None
     for name, overrides in recipes.items():
@@ -205,10 +208,9 @@ def training_cost(teacher, unconditional, batch: dict, config_overrides: list[st
         shared = shared or {"g": parts["g"], "g_schedule": parts["g_schedule"]}
         parts.update(shared)  # one AdamW state for the student (16 bytes a parameter), whichever step runs
         parts["disc"].to(device)
-        models, optimizers = split_parts(parts)
-        steps[name] = (lambda m, o, c: lambda i: ladd_iteration(i, batch, m, o, c, accelerator))(models, optimizers, cfg)
+        steps[name] = ladd_step(*split_parts(parts), cfg)
         works[name] = ladd_work(cfg, parts)
-        heads = parts["disc"]
+        heads = parts["disc"]  # the same size for every recipe
     steps["plain"] = lambda i: plain_iteration(student, shared["g"], batch, accelerator)
     seconds = alternating_medians(steps, repeats, synchronize=synchronize)
     shape = "x".join(str(d) for d in batch["latents"].shape[1:])
