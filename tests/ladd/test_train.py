@@ -19,7 +19,17 @@ from ladd.data import LatentBuckets
 from ladd.features import TeacherFeatures
 from ladd.paths import CONFIGS_DIR, REPO_ROOT
 from ladd.pipelines import load_pipeline
-from ladd.train import build_discriminator, build_training, ladd_iteration, load_teacher, main, split_parts
+from ladd.train import (
+    TrainingError,
+    assemble_training,
+    build_discriminator,
+    build_training,
+    init_student,
+    ladd_iteration,
+    load_teacher,
+    main,
+    split_parts,
+)
 
 SMOKE_CONFIG = CONFIGS_DIR / "ladd-smoke.toml"
 
@@ -48,6 +58,21 @@ def test_one_iteration_updates_student_and_heads_but_never_the_teacher(smoke_tea
     assert all(p.grad is None and not p.requires_grad for p in teacher.parameters())
     assert any(not torch.equal(v, student.state_dict()[k]) for k, v in student_before.items())
     assert any(not torch.equal(v, disc.state_dict()[k]) for k, v in disc_before.items())
+
+
+def test_models_built_in_memory_train_through_assemble_training(smoke_teacher, smoke_latents):
+    """What scripts/full_size_cost.py relies on: a teacher not loaded from cfg's folder, and a guided target
+    refused without the empty prompt's embeddings."""
+    teacher = load_teacher(str(smoke_teacher))
+    guided = load_config(SMOKE_CONFIG, ["distill.weight=0.2", "distill.guidance_scale=4.0"])
+    with pytest.raises(TrainingError, match="empty prompt"):
+        assemble_training(guided, teacher, init_student(guided, teacher))
+    cfg = load_config(SMOKE_CONFIG, ["teacher='/nonexistent'", "student.switch_at=0"])
+    parts = assemble_training(cfg, teacher, init_student(cfg, teacher))
+    assert parts["student"] is not teacher and parts["teacher"] is teacher
+    stats = ladd_iteration(0, LatentBuckets(smoke_latents).batch(0, 2, seed=0), *split_parts(parts), cfg,
+                           Accelerator(cpu=True))
+    assert stats["g_grad_norm"] > 0 and not stats["skipped"]
 
 
 def test_unconditional_embeddings_are_the_pipelines_negative_prompt(smoke_teacher, smoke_latents):
