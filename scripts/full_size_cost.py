@@ -119,7 +119,11 @@ def random_sd3(arch: dict, device: str, dtype: torch.dtype) -> StableDiffusion3P
             text_encoder_3=T5EncoderModel(T5Config(**arch["t5"], use_cache=False)),
             tokenizer_3=tokenizer,
         )
-    pipe.to(dtype=dtype)
+    return quiet(pipe.to(dtype=dtype))
+
+
+def quiet(pipe):
+    """The pipeline without its progress bar (a new pipeline object starts with one)."""
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -137,7 +141,7 @@ def sampling_speed(pipe, arch: dict, prompts: list[str], repeats: int, synchroni
     common = {"height": size, "width": size, "max_sequence_length": arch["t5_length"]}
     settings = {"teacher": {**common, "num_inference_steps": 50, "guidance_scale": arch["guidance"]},
                 "student": {**common, "num_inference_steps": 4, "guidance_scale": 0.0}}
-    student_pipe = student_pipeline(pipe, pipe.transformer)  # same architecture, so the same cost per step
+    student_pipe = quiet(student_pipeline(pipe, pipe.transformer))  # same architecture: the same cost per step
     pipes = {"teacher": pipe, "student": student_pipe}
 
     def generate(pipes, output_type):
@@ -157,11 +161,8 @@ def sampling_speed(pipe, arch: dict, prompts: list[str], repeats: int, synchroni
                                                           for name, kwargs in settings.items()},
     }
     if fast_decoder is not None:
-        fast = {name: swap_vae(type(p)(**p.components), fast_decoder) for name, p in pipes.items()}
+        fast = {name: quiet(swap_vae(type(p)(**p.components), fast_decoder)) for name, p in pipes.items()}
         rows["full pipeline, both decoding with a TAESD-sized AutoencoderTiny"] = generate(fast, "pil")
-        pipes.update({f"{name} (fast decoder)": p for name, p in fast.items()})
-    for p in pipes.values():
-        p.set_progress_bar_config(disable=True)
     lines = [
         f"Batch of {len(prompts)} prompt(s) at {size}x{size}, median of {repeats} alternating repeats after one "
         "warm-up (seconds per image):",
