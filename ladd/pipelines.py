@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -23,6 +24,29 @@ def null_components(pipeline_dir: str | Path) -> dict:
         for name, value in index.items()
         if not name.startswith("_") and isinstance(value, list) and value[0] is None
     }
+
+
+def pipeline_folder(name: str | Path) -> Path:
+    """A local diffusers pipeline folder, or a Hugging Face repo id already in the local cache (e.g. SD3 downloaded
+    once with `huggingface-cli download`); the cache path pins the revision. Training never downloads: a ValueError
+    says what is missing and how to get it."""
+    path = Path(name)
+    if (path / "model_index.json").is_file():
+        return path
+    if path.exists() or not re.fullmatch(r"[\w-][\w.-]*/[\w.-]+", str(name)):  # "owner/name", not a path
+        raise ValueError(f"{name} is not a diffusers pipeline folder (no model_index.json)")
+    from huggingface_hub import snapshot_download
+
+    try:
+        cached = Path(snapshot_download(str(name), local_files_only=True))
+    except Exception:  # huggingface_hub raises several types for "not cached"; all mean the same here
+        cached = None
+    if cached is None or not (cached / "model_index.json").is_file():
+        raise ValueError(f"{name} is neither a local pipeline folder nor in the Hugging Face cache: accept its "
+                         f"licence on https://huggingface.co/{name} if it is gated, log in with `huggingface-cli "
+                         f"login`, download it with `huggingface-cli download {name}` (or `--local-dir DIR`), then "
+                         f"pass the repo id or DIR")
+    return cached
 
 
 def load_pipeline(pipeline_dir: str | Path, pipeline_class=DiffusionPipeline, **kwargs):

@@ -30,7 +30,7 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from ladd.conditioning import encode_images, encode_prompts
-from ladd.pipelines import load_pipeline
+from ladd.pipelines import load_pipeline, pipeline_folder
 from ladd.sampling import read_sampling_defaults
 from ladd.shapes.data import BUCKET_SHARES, to_model_range
 from ladd.shapes.grammar import sample_scene, scene_to_prompt
@@ -205,8 +205,10 @@ def main(argv=None) -> int:
     parser.add_argument("--shard-size", type=int, default=1024)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    if not (Path(args.model) / "model_index.json").is_file():
-        print(f"error: {args.model} is not a diffusers pipeline folder (no model_index.json)", file=sys.stderr)
+    try:
+        args.model = pipeline_folder(args.model)
+    except ValueError as error:
+        print(f"error: --model: {error}", file=sys.stderr)
         return 2
     if args.source == "images" and not args.images_csv:
         print("error: --source images needs --images-csv", file=sys.stderr)

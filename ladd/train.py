@@ -40,7 +40,7 @@ from ladd.features import TeacherFeatures
 from ladd.flow import add_noise, classifier_free_guidance, denoise, sample_logit_normal
 from ladd.logs import MetricsLog
 from ladd.losses import distillation_loss
-from ladd.pipelines import load_pipeline
+from ladd.pipelines import load_pipeline, pipeline_folder
 from ladd.sampling import read_sampling_defaults
 from ladd.schedule import StudentTimestepSchedule
 
@@ -334,9 +334,13 @@ def scaling_tags(cfg: dict, teacher, student) -> dict:
 
 
 def check_config(cfg: dict) -> None:
+    """Refuse a bad config before any work (TrainingError), and turn model names into local folders."""
     for key in ("teacher", "student_from"):
-        if cfg[key] and not (Path(cfg[key]) / "model_index.json").is_file():
-            raise TrainingError(f"{key} = {cfg[key]!r} is not a diffusers pipeline folder (no model_index.json)")
+        if cfg[key]:
+            try:  # a cached hub repo id becomes its snapshot folder, which pins the revision in the saved config
+                cfg[key] = str(pipeline_folder(cfg[key]))
+            except ValueError as error:
+                raise TrainingError(f"{key}: {error}") from None
     if not Path(cfg["data"]).is_dir():
         raise TrainingError(f"data folder {cfg['data']!r} not found; make it with "
                             f"`python -m ladd.synth --model {cfg['teacher']} --out {cfg['data']} --num N`")

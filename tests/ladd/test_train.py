@@ -220,7 +220,8 @@ def test_non_finite_iterations_are_skipped_then_stop_the_run(smoke_teacher, smok
 
 @pytest.mark.parametrize(
     "override,message",
-    [("teacher=\"/nonexistent\"", "not a diffusers pipeline"), ("data=\"/nonexistent\"", "ladd.synth"),
+    [("teacher=\"/nonexistent\"", "not a diffusers pipeline"), ("teacher=\"someone/uncached\"", "huggingface-cli login"),
+     ("data=\"/nonexistent\"", "ladd.synth"),
      ("iterations=0", "positive"), ("student.probs=[0.5, 0.5]", "probs"), ("nope=1", "unknown config key")],
 )
 def test_bad_configs_are_one_line_errors(smoke_teacher, smoke_latents, tmp_path, capsys, override, message):
