@@ -20,6 +20,7 @@ from PIL import Image
 
 from bench.errors import BenchError
 from ladd.paths import MODELS_DIR
+from ladd.pipelines import cached_hub_file
 
 # The paper's CLIP score model (footnote 1): open_clip ViT-g-14 trained on LAION-2B.
 PAPER_CLIP = ("ViT-g-14", "laion2b_s34b_b88k")
@@ -126,14 +127,6 @@ def hf_cache_dir() -> str:
     from huggingface_hub import constants
 
     return constants.HF_HUB_CACHE
-
-
-def cached_hub_file(repo_id: str, filename: str) -> str | None:
-    """Path of `filename` of `repo_id` in the local Hugging Face cache, or None. Never touches the network."""
-    from huggingface_hub import try_to_load_from_cache
-
-    found = try_to_load_from_cache(repo_id, filename)
-    return found if isinstance(found, str) and os.path.isfile(found) else None
 
 
 def paper_clip_weights() -> str:

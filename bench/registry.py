@@ -170,7 +170,7 @@ def hub_offline() -> bool:
 
 
 def missing_hub_files(spec: ModelSpec) -> list[tuple[str, str]]:
-    from bench.backbones import cached_hub_file
+    from ladd.pipelines import cached_hub_file
 
     return [(repo, name) for repo, name in spec.hub_files() if cached_hub_file(repo, name) is None]
 

@@ -26,27 +26,30 @@ def null_components(pipeline_dir: str | Path) -> dict:
     }
 
 
+def cached_hub_file(repo_id: str, filename: str) -> str | None:
+    """Path of `filename` of `repo_id` in the local Hugging Face cache, or None. Never touches the network."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo_id, filename)
+    return found if isinstance(found, str) and os.path.isfile(found) else None
+
+
 def pipeline_folder(name: str | Path) -> Path:
     """A local diffusers pipeline folder, or a Hugging Face repo id already in the local cache (e.g. SD3 downloaded
-    once with `huggingface-cli download`); the cache path pins the revision. Training never downloads: a ValueError
-    says what is missing and how to get it."""
+    once with `huggingface-cli download`); the cache's snapshot folder pins the revision. Training never downloads:
+    a ValueError says what is missing and how to get it."""
     path = Path(name)
     if (path / "model_index.json").is_file():
         return path
     if path.exists() or not re.fullmatch(r"[\w-][\w.-]*/[\w.-]+", str(name)):  # "owner/name", not a path
         raise ValueError(f"{name} is not a diffusers pipeline folder (no model_index.json)")
-    from huggingface_hub import snapshot_download
-
-    try:
-        cached = Path(snapshot_download(str(name), local_files_only=True))
-    except Exception:  # huggingface_hub raises several types for "not cached"; all mean the same here
-        cached = None
-    if cached is None or not (cached / "model_index.json").is_file():
+    index = cached_hub_file(str(name), "model_index.json")
+    if index is None:
         raise ValueError(f"{name} is neither a local pipeline folder nor in the Hugging Face cache: accept its "
                          f"licence on https://huggingface.co/{name} if it is gated, log in with `huggingface-cli "
                          f"login`, download it with `huggingface-cli download {name}` (or `--local-dir DIR`), then "
                          f"pass the repo id or DIR")
-    return cached
+    return Path(index).parent
 
 
 def load_pipeline(pipeline_dir: str | Path, pipeline_class=DiffusionPipeline, **kwargs):
