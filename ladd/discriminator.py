@@ -89,9 +89,14 @@ class Discriminator(nn.Module):
 # --- adversarial losses (averaged over heads and locations) -------------------------------------------------
 
 
+def hinge_fake_term(fake: torch.Tensor) -> torch.Tensor:
+    """max(0, 1 + D(x)) per location: the hinge penalty on a logit map that should read "fake"."""
+    return F.relu(1 + fake)
+
+
 def hinge_discriminator_loss(real: list[torch.Tensor], fake: list[torch.Tensor]) -> torch.Tensor:
     """L_D = E[max(0, 1 - D(real))] + E[max(0, 1 + D(fake))]."""
-    losses = [F.relu(1 - r).mean() + F.relu(1 + f).mean() for r, f in zip(real, fake)]
+    losses = [F.relu(1 - r).mean() + hinge_fake_term(f).mean() for r, f in zip(real, fake)]
     return torch.stack(losses).mean()
 
 
@@ -100,9 +105,14 @@ def hinge_generator_loss(fake: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack([-f.mean() for f in fake]).mean()
 
 
+def bce_fake_term(fake: torch.Tensor) -> torch.Tensor:
+    """softplus(D(x)) per location: the non-saturating penalty on a logit map that should read "fake"."""
+    return F.softplus(fake)
+
+
 def bce_discriminator_loss(real: list[torch.Tensor], fake: list[torch.Tensor]) -> torch.Tensor:
     """Non-saturating GAN loss for D: softplus(-D(real)) + softplus(D(fake))."""
-    return torch.stack([F.softplus(-r).mean() + F.softplus(f).mean() for r, f in zip(real, fake)]).mean()
+    return torch.stack([F.softplus(-r).mean() + bce_fake_term(f).mean() for r, f in zip(real, fake)]).mean()
 
 
 def bce_generator_loss(fake: list[torch.Tensor]) -> torch.Tensor:
@@ -114,6 +124,16 @@ ADVERSARIAL_LOSSES = {
     "hinge": (hinge_discriminator_loss, hinge_generator_loss),
     "bce": (bce_discriminator_loss, bce_generator_loss),
 }
+FAKE_TERMS = {"hinge": hinge_fake_term, "bce": bce_fake_term}
+
+
+def mismatch_loss(mismatch: list[torch.Tensor], keep: torch.Tensor, fake_term) -> torch.Tensor:
+    """The matching-aware term (GAN-INT-CLS, Reed et al. 2016; GigaGAN): real latents judged under another
+    sample's text must read "fake", so the heads learn whether an image fits its prompt, not only whether it looks
+    real. `keep` (B,) drops pairs whose borrowed text is the sample's own (a prompt drawn twice in a batch)."""
+    if not keep.any():
+        return torch.zeros((), device=keep.device)
+    return torch.stack([fake_term(m[keep]).mean() for m in mismatch]).mean()
 
 
 def r1_penalty(real_logits: list[torch.Tensor], real_grids: list[torch.Tensor]) -> torch.Tensor:

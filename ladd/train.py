@@ -10,7 +10,8 @@ One iteration (paper Sec. 3 and Fig. 3, bottom row):
                 own prediction on `fake` is its output; with distill.guidance_scale > 1 one more unconditional
                 forward makes the target the teacher's CFG prediction); only the student is updated
   5. D step     the teacher on `real` (no grad) and the G step's fake features (detached) feed the heads;
-                hinge loss (+ optional R1 on real features); only the heads are updated
+                hinge loss (+ optional R1 on real features; + optional matching-aware term: real latents under a
+                neighbour's prompt count as fake); only the heads are updated
 The teacher never changes: its parameters are frozen and it is not handed to any optimiser.
 """
 
@@ -35,7 +36,7 @@ from ladd.checkpoint import export_student, latest_checkpoint, load_checkpoint, 
 from ladd.conditioning import encode_prompts, predict_velocity
 from ladd.config import load_config
 from ladd.data import LatentBuckets
-from ladd.discriminator import ADVERSARIAL_LOSSES, Discriminator, r1_penalty
+from ladd.discriminator import ADVERSARIAL_LOSSES, FAKE_TERMS, Discriminator, mismatch_loss, r1_penalty
 from ladd.features import TeacherFeatures
 from ladd.flow import add_noise, classifier_free_guidance, denoise, sample_logit_normal
 from ladd.logs import MetricsLog
@@ -161,6 +162,16 @@ def guided_teacher_velocity(teacher, noisy, t_hat, batch, cond_velocity, uncondi
     return classifier_free_guidance(uncond_velocity, cond_velocity, scale)
 
 
+def borrowed_text(batch: dict) -> dict:
+    """The batch with each sample's text taken from its neighbour (a roll by one): the matching-aware
+    discriminator's (real image, wrong prompt) pairs; `differs` marks the samples whose borrowed text is not their
+    own."""
+    borrowed = {**batch, "prompt_embeds": batch["prompt_embeds"].roll(1, 0),
+                "pooled_prompt_embeds": batch["pooled_prompt_embeds"].roll(1, 0)}
+    borrowed["differs"] = (borrowed["prompt_embeds"] != batch["prompt_embeds"]).flatten(1).any(1)
+    return borrowed
+
+
 def ladd_iteration(iteration: int, batch: dict, models: dict, optimizers: dict, cfg: dict, accelerator) -> dict:
     student, teacher, features, disc = models["student"], models["teacher"], models["features"], models["disc"]
     opt_g, opt_d = optimizers["g"], optimizers["d"]
@@ -207,12 +218,25 @@ def ladd_iteration(iteration: int, batch: dict, models: dict, optimizers: dict, 
     use_r1 = cfg["discriminator"]["r1_weight"] > 0 and iteration % cfg["discriminator"]["r1_every"] == 0
     if use_r1:
         real_grids = [g.detach().requires_grad_() for g in real_grids]
+    groups = [real_grids, [f.detach() for f in fake_grids]]
+    group_pooled = [pooled, pooled]
+    mismatch_weight = cfg["discriminator"]["mismatch_weight"]
+    if mismatch_weight > 0:
+        borrowed = borrowed_text(batch)
+        with torch.no_grad(), accelerator.autocast():
+            mismatch_grids, _ = teacher_forward(teacher, features, real, t_hat, borrowed)
+        groups.append(mismatch_grids)
+        group_pooled.append(borrowed["pooled_prompt_embeds"])
     with accelerator.autocast():
-        # one heads call on real and fake together (one forward per backward keeps DDP simple)
-        both = disc([torch.cat([r, f.detach()]) for r, f in zip(real_grids, fake_grids)],
-                    torch.cat([t_hat, t_hat]), torch.cat([pooled, pooled]))
-        real_logits, fake_logits = [b[:n] for b in both], [b[n:] for b in both]
+        # one heads call on every group together (one forward per backward keeps DDP simple)
+        logits = disc([torch.cat(grids) for grids in zip(*groups)], t_hat.repeat(len(groups)), torch.cat(group_pooled))
+        real_logits, fake_logits = [b[:n] for b in logits], [b[n:2 * n] for b in logits]
         d_loss = d_loss_fn(real_logits, fake_logits)
+        mismatch = torch.zeros((), device=x0.device)
+        if mismatch_weight > 0:
+            mismatch_logits = [b[2 * n:] for b in logits]
+            mismatch = mismatch_loss(mismatch_logits, borrowed["differs"], FAKE_TERMS[cfg["discriminator"]["loss"]])
+            d_loss = d_loss + mismatch_weight * mismatch
         r1 = torch.zeros((), device=x0.device)
         if use_r1:
             # lazy regularisation: every r1_every iterations, scaled up by the same factor
@@ -231,6 +255,7 @@ def ladd_iteration(iteration: int, batch: dict, models: dict, optimizers: dict, 
         "distill": distill.item(),
         "d_loss": d_loss.item(),
         "r1": r1.item(),
+        "mismatch": mismatch.item(),
         "real_logit": torch.stack([r.mean() for r in real_logits]).mean().item(),
         "fake_logit": torch.stack([f.mean() for f in fake_logits]).mean().item(),
         "g_grad_norm": g_norm.item(),
@@ -351,6 +376,10 @@ def check_config(cfg: dict) -> None:
             raise TrainingError(f"{name} must be positive, got {cfg[name]}")
     if not math.isfinite(cfg["student"]["lr"]) or cfg["student"]["lr"] <= 0:
         raise TrainingError("student.lr must be a positive number")
+    if cfg["discriminator"]["mismatch_weight"] < 0:
+        raise TrainingError("discriminator.mismatch_weight must not be negative")
+    if cfg["discriminator"]["mismatch_weight"] > 0 and cfg["batch_size"] < 2:
+        raise TrainingError("discriminator.mismatch_weight > 0 borrows prompts within a batch: batch_size must be >= 2")
     if cfg["distill"]["weight"] < 0 or cfg["distill"]["guidance_scale"] < 0:
         raise TrainingError("distill.weight and distill.guidance_scale must not be negative")
     student_schedule(cfg)  # raises on malformed probabilities

@@ -4,9 +4,12 @@ import torch
 from ladd.discriminator import (
     Discriminator,
     bce_discriminator_loss,
+    bce_fake_term,
     bce_generator_loss,
     hinge_discriminator_loss,
+    hinge_fake_term,
     hinge_generator_loss,
+    mismatch_loss,
     r1_penalty,
 )
 
@@ -54,3 +57,14 @@ def test_r1_penalty_is_the_squared_input_gradient():
     logits = [(x * weight).sum(1, keepdim=True)]  # d logits.sum / dx = weight everywhere
     expected = (weight.expand(3, 2, 4, 4) ** 2).flatten(1).sum(1).mean()
     assert r1_penalty(logits, [x]).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_mismatch_loss_by_hand_skips_pairs_that_borrowed_their_own_text():
+    # one head, three samples of 1x2 logit maps; the second sample borrowed its own prompt
+    mismatch = [torch.tensor([[[[-2.0, 0.0]]], [[[5.0, 5.0]]], [[[1.0, -0.5]]]])]
+    keep = torch.tensor([True, False, True])
+    # hinge: relu(1+m) over kept locations: 0, 1, 2, 0.5 -> 3.5 / 4
+    assert mismatch_loss(mismatch, keep, hinge_fake_term).item() == pytest.approx(3.5 / 4)
+    assert mismatch_loss(mismatch, keep, bce_fake_term).item() == pytest.approx(
+        torch.nn.functional.softplus(torch.tensor([-2.0, 0.0, 1.0, -0.5])).mean().item())
+    assert mismatch_loss(mismatch, torch.zeros(3, dtype=torch.bool), hinge_fake_term).item() == 0.0

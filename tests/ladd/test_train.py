@@ -22,6 +22,7 @@ from ladd.pipelines import load_pipeline
 from ladd.train import (
     TrainingError,
     assemble_training,
+    borrowed_text,
     build_discriminator,
     build_training,
     init_student,
@@ -105,6 +106,38 @@ def test_guided_distillation_changes_only_the_target_not_the_adversarial_feature
         stats[scale] = ladd_iteration(0, batch, models, optimizers, cfg, Accelerator(cpu=True))
     assert stats[1.0]["g_loss"] == stats[4.0]["g_loss"]
     assert stats[4.0]["distill"] > 0 and stats[4.0]["distill"] != stats[1.0]["distill"]
+
+
+def test_borrowed_text_is_the_neighbours_and_marks_a_prompt_drawn_twice():
+    embeds = torch.stack([torch.full((3, 2), float(i)) for i in (0, 1, 1, 2)])
+    batch = {"latents": torch.randn(4, 4, 2, 2), "prompt_embeds": embeds, "pooled_prompt_embeds": embeds[:, 0]}
+    borrowed = borrowed_text(batch)
+    assert torch.equal(borrowed["prompt_embeds"][:, 0, 0], torch.tensor([2.0, 0.0, 1.0, 1.0]))
+    assert torch.equal(borrowed["pooled_prompt_embeds"], batch["pooled_prompt_embeds"].roll(1, 0))
+    assert borrowed["differs"].tolist() == [True, True, False, True]
+    assert borrowed["latents"] is batch["latents"]  # the images stay: only their text is swapped
+
+
+def test_matching_aware_term_trains_only_the_heads(smoke_teacher, smoke_latents):
+    """discriminator.mismatch_weight > 0 adds (real latents, a neighbour's prompt) as fakes to the D step: the
+    student's update of the same draw is unchanged, the heads' is not, and the teacher never changes."""
+    batch = LatentBuckets(smoke_latents).batch(0, 4, seed=0)
+    after = {}
+    for weight in (0.0, 1.0):
+        cfg = load_config(SMOKE_CONFIG, [f"teacher={json.dumps(str(smoke_teacher))}", "student.switch_at=0",
+                                          f"discriminator.mismatch_weight={weight}", "warmup=1"])
+        torch.manual_seed(0)
+        parts = build_training(cfg)
+        teacher_before = snapshot(parts["teacher"])
+        torch.manual_seed(1)
+        stats = ladd_iteration(0, batch, *split_parts(parts), cfg, Accelerator(cpu=True))
+        assert all(torch.equal(v, parts["teacher"].state_dict()[k]) for k, v in teacher_before.items())
+        assert (stats["mismatch"] > 0) == (weight > 0) and not stats["skipped"]
+        after[weight] = snapshot(parts["student"]), snapshot(parts["disc"]), stats
+    (student_off, disc_off, off), (student_on, disc_on, on) = after[0.0], after[1.0]
+    assert all(torch.equal(v, student_on[k]) for k, v in student_off.items())
+    assert off["g_loss"] == on["g_loss"] and on["d_loss"] > off["d_loss"]
+    assert any(not torch.equal(v, disc_on[k]) for k, v in disc_off.items())
 
 
 def test_guided_teacher_velocity_is_cfg_of_the_two_branches(smoke_teacher, smoke_latents):
@@ -222,7 +255,7 @@ def test_non_finite_iterations_are_skipped_then_stop_the_run(smoke_teacher, smok
     "override,message",
     [("teacher=\"/nonexistent\"", "not a diffusers pipeline"), ("teacher=\"someone/uncached\"", "huggingface-cli login"),
      ("data=\"/nonexistent\"", "ladd.synth"),
-     ("iterations=0", "positive"), ("student.probs=[0.5, 0.5]", "probs"), ("nope=1", "unknown config key")],
+     ("iterations=0", "positive"), ("discriminator.mismatch_weight=-1", "mismatch_weight"), ("student.probs=[0.5, 0.5]", "probs"), ("nope=1", "unknown config key")],
 )
 def test_bad_configs_are_one_line_errors(smoke_teacher, smoke_latents, tmp_path, capsys, override, message):
     assert main(smoke_args(smoke_teacher, smoke_latents, tmp_path / "bad", override)) == 2
