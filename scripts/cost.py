@@ -39,4 +39,6 @@ def ladd_work(cfg: dict, parts: dict) -> str:
     work = "student, teacher on fake with grad, teacher on real, heads, both updates"
     if cfg["distill"]["weight"] > 0:
         work += ", L_distill" + (" with the teacher's unconditional forward" if parts["unconditional"] is not None else "")
+    if cfg["discriminator"]["mismatch_weight"] > 0:
+        work += ", matching-aware term (teacher on real under a neighbour's prompt)"
     return work
