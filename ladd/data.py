@@ -11,9 +11,17 @@ from pathlib import Path
 
 import torch
 
+from safetensors import safe_open
+
 from ladd.synth import read_shard
 
 CONDITION_KEYS = ("latents", "prompt_embeds", "pooled_prompt_embeds", "image_latents")
+
+
+def shards_hold(folder: Path, name: str) -> bool:
+    """Whether every shard in `folder` holds the tensor `name` (read from the headers, no data loaded)."""
+    shards = sorted(Path(folder).glob("shard-*.safetensors"))
+    return bool(shards) and all(name in safe_open(str(path), framework="pt").keys() for path in shards)
 
 
 class LatentBuckets:
@@ -31,7 +39,12 @@ class LatentBuckets:
             for name, tensor in tensors.items():
                 group.setdefault(name, []).append(tensor)
             self.prompts.setdefault(key, []).extend(prompts)
-        self.buckets = [{name: torch.cat(parts) for name, parts in group.items()} for group in grouped.values()]
+        # a tensor only some shards hold (`noise`, which older data lacks until `ladd.synth --add-noise`) would
+        # misalign its bucket's rows: keep the tensors that every shard holds
+        complete = {name for name in grouped[next(iter(grouped))]
+                    if all(len(group.get(name, [])) == len(group["latents"]) for group in grouped.values())}
+        self.buckets = [{name: torch.cat(parts) for name, parts in group.items() if name in complete}
+                        for group in grouped.values()]
         self.keys = list(grouped)
         self.sizes = torch.tensor([len(b["latents"]) for b in self.buckets], dtype=torch.float)
 

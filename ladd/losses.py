@@ -34,3 +34,12 @@ def distillation_loss(
     discriminator features) or, guided, `classifier_free_guidance` of it with one more unconditional forward."""
     target = denoise(noisy, t_hat, teacher_velocity).detach()
     return F.mse_loss(student_x0.float(), target.float())
+
+
+def paired_loss(student_x0: torch.Tensor, teacher_x0: torch.Tensor, at_full_noise: torch.Tensor) -> torch.Tensor:
+    """The student's one-step prediction from the teacher's own starting noise against the sample the teacher drew
+    from that noise (distilling the sampler's map, Luhman & Luhman 2021): mean squared error over the samples at
+    t = 1, where the student's input is that noise. Zero when no sample is at t = 1."""
+    if not bool(at_full_noise.any()):
+        return student_x0.sum() * 0.0  # keeps the graph (and DDP's gradient hooks) the same on every process
+    return F.mse_loss(student_x0[at_full_noise].float(), teacher_x0[at_full_noise].float())

@@ -9,8 +9,11 @@ carry the posterior's spread, and posterior means lack it, which the discriminat
 
 Output: resumable shards `shard-00000.safetensors`, each one aspect bucket, holding `latents` (normalised, the
 transformer's space), `prompt_embeds` and `pooled_prompt_embeds` (computed exactly as the pipeline computes them),
-with the prompts in the shard's metadata. `plan.json` fixes the shard plan: a rerun skips finished shards, and a
-rerun with different settings is refused instead of mixing data. Shards are written atomically.
+with the prompts in the shard's metadata; teacher-made data also holds `noise`, the Gaussian noise each latent was
+sampled from (the teacher's sampler is deterministic, so (noise, latent) is a pair of its sampling map, for
+`ladd.train`'s optional paired loss; `--add-noise` adds it to data made before it was saved). `plan.json` fixes
+the shard plan: a rerun skips finished shards, and a rerun with different settings is refused instead of mixing
+data. Shards are written atomically.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import pandas as pd
 import torch
 from PIL import Image
 from safetensors import safe_open
+from diffusers.utils.torch_utils import randn_tensor
 from safetensors.torch import save_file
 from tqdm import tqdm
 
@@ -78,6 +82,17 @@ def write_shard(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str
     tmp = path.with_suffix(".tmp")
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
     os.replace(tmp, path)  # a killed run never leaves a truncated shard under the final name
+
+
+def latent_seeds(seed: int, start: int, stop: int) -> list[int]:
+    """The seeds of latents start..stop-1 of a data folder made with --seed `seed` (latent i's prompt: prompts[i])."""
+    return [seed * 1_000_003 + i for i in range(start, stop)]
+
+
+def initial_noise(seeds: list[int], shape: tuple[int, ...]) -> torch.Tensor:
+    """The Gaussian noise the pipeline starts each latent from: diffusers' `randn_tensor` with one generator per
+    latent, as `generate_latents` hands them to the pipeline (flow matching starts at t = 1 from the noise itself)."""
+    return randn_tensor((len(seeds), *shape), generator=[torch.Generator().manual_seed(int(s)) for s in seeds])
 
 
 @torch.no_grad()
@@ -149,14 +164,15 @@ def run(args) -> int:
                desc=f"synth ({args.source})", unit="latent")
     for shard in todo:
         width, height = shard["width"], shard["height"]
-        latents, embeds, pooled, shard_prompts = [], [], [], []
+        latents, embeds, pooled, noise, shard_prompts = [], [], [], [], []
         for start in range(shard["start"], shard["start"] + shard["size"], args.batch_size):
             stop = min(start + args.batch_size, shard["start"] + shard["size"])
             batch_prompts = [prompts[i % len(prompts)] for i in range(start, stop)]
-            seeds = [args.seed * 1_000_003 + i for i in range(start, stop)]
+            seeds = latent_seeds(args.seed, start, stop)
             if args.source == "teacher":
                 batch = generate_latents(pipe, batch_prompts, width, height, seeds, steps, guidance,
                                          max_sequence_length)
+                noise.append(initial_noise(seeds, tuple(batch.shape[1:])))
             else:
                 pixels = (render_images(batch_prompts, seeds, width, height) if args.source == "render" else
                           load_images([images[i % len(images)] for i in range(start, stop)], width, height))
@@ -168,13 +184,35 @@ def run(args) -> int:
             pooled.append(p.float())
             shard_prompts += batch_prompts
             bar.update(len(batch_prompts))
-        write_shard(
-            shard_path(out, shard["index"]),
-            {"latents": torch.cat(latents), "prompt_embeds": torch.cat(embeds), "pooled_prompt_embeds": torch.cat(pooled)},
-            {"prompts": json.dumps(shard_prompts), "width": str(width), "height": str(height)},
-        )
+        tensors = {"latents": torch.cat(latents), "prompt_embeds": torch.cat(embeds),
+                   "pooled_prompt_embeds": torch.cat(pooled)}
+        if noise:
+            tensors["noise"] = torch.cat(noise)
+        write_shard(shard_path(out, shard["index"]), tensors,
+                    {"prompts": json.dumps(shard_prompts), "width": str(width), "height": str(height)})
     bar.close()
     print(f"{len(plan)} shards, {num} latents in {out}")
+    return 0
+
+
+def add_teacher_noise(out: Path) -> int:
+    """Add `noise` to the finished shards of teacher-made data that lack it, from the seeds in its plan."""
+    plan = json.loads((out / "plan.json").read_text())
+    if plan["source"] != "teacher":
+        raise ValueError(f"{out} holds {plan['source']} latents: only teacher-made data has a sampling noise")
+    added = 0
+    for shard in tqdm(plan["shards"], desc="noise", unit="shard"):
+        path = shard_path(out, shard["index"])
+        if not path.exists():
+            continue
+        with safe_open(str(path), framework="pt") as f:
+            tensors, metadata = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+        if "noise" not in tensors:
+            seeds = latent_seeds(plan["seed"], shard["start"], shard["start"] + shard["size"])
+            tensors["noise"] = initial_noise(seeds, tuple(tensors["latents"].shape[1:]))
+            write_shard(path, tensors, metadata)
+            added += 1
+    print(f"noise added to {added} shards in {out}")
     return 0
 
 
@@ -187,7 +225,7 @@ def read_shard(path: Path) -> tuple[dict[str, torch.Tensor], list[str]]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, help="data-generator pipeline folder (usually the teacher)")
+    parser.add_argument("--model", help="data-generator pipeline folder (usually the teacher)")
     parser.add_argument("--out", required=True, help="output folder for shards")
     parser.add_argument("--num", type=int, default=0, help="number of latents (default: one per prompt)")
     parser.add_argument("--prompts", help="prompt file (.txt one per line, or .csv with a 'prompt' column); "
@@ -204,7 +242,21 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--shard-size", type=int, default=1024)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--add-noise", action="store_true",
+                        help="only add each latent's sampling noise to the teacher-made shards in --out that lack it")
     args = parser.parse_args(argv)
+    if args.add_noise:
+        if not (Path(args.out) / "plan.json").is_file():
+            print(f"error: {args.out} has no plan.json: not a ladd.synth data folder", file=sys.stderr)
+            return 2
+        try:
+            return add_teacher_noise(Path(args.out))
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+    if not args.model:
+        print("error: --model is required (the data-generator pipeline folder)", file=sys.stderr)
+        return 2
     try:
         args.model = pipeline_folder(args.model)
     except ValueError as error:

@@ -8,7 +8,9 @@ One iteration (paper Sec. 3 and Fig. 3, bottom row):
   4. G step     the frozen teacher runs on `fake`; its image tokens after each block feed the heads; the
                 gradient of L_G flows through the teacher into the student (optional L_distill, free: the teacher's
                 own prediction on `fake` is its output; with distill.guidance_scale > 1 one more unconditional
-                forward makes the target the teacher's CFG prediction); only the student is updated
+                forward makes the target the teacher's CFG prediction; optional paired loss, free: at t = 1 the
+                student starts from the noise the teacher drew x0 from, and its x0_hat is compared with x0);
+                only the student is updated
   5. D step     the teacher on `real` (no grad) and the G step's fake features (detached) feed the heads;
                 hinge loss (+ optional R1 on real features; + optional matching-aware term: real latents under a
                 neighbour's prompt count as fake); only the heads are updated
@@ -35,12 +37,12 @@ from tqdm import tqdm
 from ladd.checkpoint import export_student, latest_checkpoint, load_checkpoint, save_checkpoint
 from ladd.conditioning import encode_prompts, predict_velocity
 from ladd.config import load_config
-from ladd.data import LatentBuckets
+from ladd.data import LatentBuckets, shards_hold
 from ladd.discriminator import ADVERSARIAL_LOSSES, FAKE_TERMS, Discriminator, mismatch_loss, r1_penalty
 from ladd.features import TeacherFeatures
 from ladd.flow import add_noise, classifier_free_guidance, denoise, sample_logit_normal
 from ladd.logs import MetricsLog
-from ladd.losses import distillation_loss
+from ladd.losses import distillation_loss, paired_loss
 from ladd.pipelines import load_pipeline, pipeline_folder
 from ladd.sampling import read_sampling_defaults
 from ladd.schedule import StudentTimestepSchedule
@@ -181,7 +183,13 @@ def ladd_iteration(iteration: int, batch: dict, models: dict, optimizers: dict, 
 
     # 1-3: student prediction from the discrete schedule, renoised at t_hat for the discriminator
     t = models["schedule"].sample(n, iteration).to(x0.device, x0.dtype)
-    x_t = add_noise(x0, torch.randn_like(x0), t)
+    noise = torch.randn_like(x0)
+    at_full_noise = t == 1
+    if cfg["paired"]["weight"] > 0:
+        # at t = 1 the student's input is the noise itself: the noise the teacher drew this latent from makes
+        # (x_1, x0) a pair of the teacher's sampler, and leaves every distribution the game sees as it was
+        noise = torch.where(at_full_noise.view(-1, 1, 1, 1), batch["noise"], noise)
+    x_t = add_noise(x0, noise, t)
     with accelerator.autocast():
         x0_hat = denoise(x_t, t, predict_velocity(student, x_t, t, batch["prompt_embeds"], pooled,
                                                   batch.get("image_latents")))
@@ -203,6 +211,10 @@ def ladd_iteration(iteration: int, batch: dict, models: dict, optimizers: dict, 
                                                           models["unconditional"], cfg["distill"]["guidance_scale"])
             distill = distillation_loss(x0_hat, fake, t_hat, target_velocity)
             g_loss = g_loss + cfg["distill"]["weight"] * distill
+        paired = torch.zeros((), device=x0.device)
+        if cfg["paired"]["weight"] > 0:
+            paired = paired_loss(x0_hat, x0, at_full_noise)
+            g_loss = g_loss + cfg["paired"]["weight"] * paired
     accelerator.backward(g_loss)
     g_norm = accelerator.clip_grad_norm_(student.parameters(), cfg["max_grad_norm"])
     g_ok = bool(torch.isfinite(g_norm))  # gradients are all-reduced, so every process agrees
@@ -253,6 +265,7 @@ def ladd_iteration(iteration: int, batch: dict, models: dict, optimizers: dict, 
     return {
         "g_loss": g_adv.item(),
         "distill": distill.item(),
+        "paired": paired.item(),
         "d_loss": d_loss.item(),
         "r1": r1.item(),
         "mismatch": mismatch.item(),
@@ -382,6 +395,11 @@ def check_config(cfg: dict) -> None:
         raise TrainingError("discriminator.mismatch_weight > 0 borrows prompts within a batch: batch_size must be >= 2")
     if cfg["distill"]["weight"] < 0 or cfg["distill"]["guidance_scale"] < 0:
         raise TrainingError("distill.weight and distill.guidance_scale must not be negative")
+    if cfg["paired"]["weight"] < 0:
+        raise TrainingError("paired.weight must not be negative")
+    if cfg["paired"]["weight"] > 0 and not shards_hold(Path(cfg["data"]), "noise"):
+        raise TrainingError(f"paired.weight > 0 needs each latent's sampling noise, which {cfg['data']} lacks; add it "
+                            f"with `python -m ladd.synth --out {cfg['data']} --add-noise` (teacher-made data only)")
     student_schedule(cfg)  # raises on malformed probabilities
 
 

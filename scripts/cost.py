@@ -41,4 +41,6 @@ def ladd_work(cfg: dict, parts: dict) -> str:
         work += ", L_distill" + (" with the teacher's unconditional forward" if parts["unconditional"] is not None else "")
     if cfg["discriminator"]["mismatch_weight"] > 0:
         work += ", matching-aware term (teacher on real under a neighbour's prompt)"
+    if cfg["paired"]["weight"] > 0:
+        work += ", paired loss at t = 1 (no extra forward)"
     return work

@@ -1,12 +1,14 @@
 """Choose a LADD checkpoint on the shapes validation prompts, never on the held-out test prompts.
 
     python scripts/ladd_select.py [--run results/ladd/shapes-turbo] [--from 4000] [--export models/shapes-turbo]
+    python scripts/ladd_select.py --candidates models/shapes-turbo results/students/soup-50 [--export DIR]
 
-Every checkpoint of the run (from `--from` on) is benchmarked by `bench.run` on the `shapes-val` suite (512 prompts
-disjoint from the held-out set) with the 1-, 2- and 4-step consistency samplers, next to the teacher at 50 steps with
-CFG on the same prompts. The rule, fixed before looking: the checkpoint with the highest mean validation accuracy
-over the three samplers. Prints a markdown table; `--export` writes the chosen checkpoint's EMA student as a
-pipeline folder (components identical to the teacher's become links to them).
+Every checkpoint of the run (from `--from` on) and every student folder given with `--candidates` (e.g. soups,
+`scripts/student_soup.py`) is benchmarked by `bench.run` on the `shapes-val` suite (512 prompts disjoint from the
+held-out set) with the 1-, 2- and 4-step consistency samplers, next to the teacher at 50 steps with CFG on the same
+prompts. The rule, fixed before looking: the candidate with the highest mean validation accuracy over the three
+samplers. Prints a markdown table; `--export` writes the chosen candidate's (EMA) student as a pipeline folder
+(components identical to the teacher's become links to them).
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ import argparse
 import json
 from pathlib import Path
 
-from ladd.checkpoint import CHECKPOINT_FILE, complete_checkpoints, export_checkpoint
-from ladd.paths import RESULTS_DIR
+from diffusers import SD3Transformer2DModel
+
+from ladd.checkpoint import CHECKPOINT_FILE, complete_checkpoints, export_checkpoint, export_student
+from ladd.paths import MODELS_DIR, RESULTS_DIR
 from shapes_scores import shapes_scores
 
 SAMPLERS = {"1 step": ["--steps", "1"], "2 steps": ["--steps", "2"], "4 steps": []}
@@ -28,36 +32,61 @@ def checkpoints(run: Path, first: int) -> list[tuple[int, Path, dict]]:
     return [(record["iteration"], folder, record) for folder, record in records if record["iteration"] >= first]
 
 
+def export_folder(folder: Path, teacher: Path, out_dir: str | Path):
+    """`export_student` for a student pipeline folder (a soup, an earlier export)."""
+    student = SD3Transformer2DModel.from_pretrained(folder / "transformer")
+    return export_student(teacher, student.eval(), out_dir, link_teacher=True)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", default=str(RESULTS_DIR / "ladd" / "shapes-turbo"), help="ladd.train output folder")
+    parser.add_argument("--run", help="ladd.train output folder: its checkpoints are candidates")
     parser.add_argument("--from", dest="first", type=int, default=0, help="skip checkpoints before this iteration")
+    parser.add_argument("--candidates", nargs="*", default=[], help="student pipeline folders that are candidates too")
+    parser.add_argument("--teacher", default=str(MODELS_DIR / "shapes-sd3"),
+                        help="the reference teacher when no --run is given (a run names its own)")
+    parser.add_argument("--limit", type=int, help="only the first N validation prompts (for tests)")
     parser.add_argument("--out", default=str(RESULTS_DIR / "ladd-select"))
     parser.add_argument("--export", help="pipeline folder for the chosen student (e.g. models/shapes-turbo)")
     args = parser.parse_args(argv)
-    run, out = Path(args.run), Path(args.out)
-    found = checkpoints(run, args.first)
-    if not found:
-        raise SystemExit(f"error: no checkpoints from iteration {args.first} on in {run / 'checkpoints'}")
-    teacher = Path(found[0][2]["teacher"])
+    out = Path(args.out)
+    found = checkpoints(Path(args.run), args.first) if args.run else []
+    if args.run and not found:
+        raise SystemExit(f"error: no checkpoints from iteration {args.first} on in {Path(args.run) / 'checkpoints'}")
+    for folder in args.candidates:
+        if not (Path(folder) / "transformer").is_dir():
+            raise SystemExit(f"error: candidate {folder} has no transformer/ folder (a student pipeline folder)")
+    if not found and not args.candidates:
+        raise SystemExit("error: nothing to choose from: give --run and/or --candidates")
+    teacher = Path(found[0][2]["teacher"]) if found else Path(args.teacher)
+    # label -> (folder, output-folder stem): checkpoints by iteration, folders by name
+    candidates = {str(iteration): (folder, folder.name) for iteration, folder, _ in found}
+    candidates |= {str(folder): (Path(folder), Path(folder).name) for folder in args.candidates}
+    stems = [stem for _, stem in candidates.values()]
+    if len(set(stems)) < len(stems):
+        raise SystemExit("error: two candidates share a folder name; their results would share a folder in --out")
+    limit = ["--limit", str(args.limit)] if args.limit else []
 
-    reference = shapes_scores(teacher, out / "teacher", [], suite="shapes-val")["accuracy"]
-    lines = [f"Teacher, 50 steps + CFG, on the 512 validation prompts: {100 * reference:.1f}%", "",
-             "| iteration | " + " | ".join(SAMPLERS) + " | mean | mean vs teacher |", "|" + "---|" * 6]
+    reference = shapes_scores(teacher, out / "teacher", limit, suite="shapes-val")["accuracy"]
+    prompts = f"the first {args.limit}" if args.limit else "the 512"
+    lines = [f"Teacher, 50 steps + CFG, on {prompts} validation prompts: {100 * reference:.1f}%", "",
+             f"| {'candidate' if args.candidates else 'iteration'} | " + " | ".join(SAMPLERS) + " | mean | mean vs teacher |", "|" + "---|" * 6]
     means = {}
-    for iteration, folder, _ in found:
-        accuracy = [shapes_scores(folder, out / f"{folder.name}-{label.replace(' ', '-')}", extra,
-                                  suite="shapes-val")["accuracy"] for label, extra in SAMPLERS.items()]
-        means[iteration] = sum(accuracy) / len(accuracy)
-        cells = [f"{100 * a:.1f}" for a in accuracy] + [f"{100 * means[iteration]:.1f}",
-                                                         f"{100 * means[iteration] / reference:.0f}%"]
-        lines.append(f"| {iteration} | " + " | ".join(cells) + " |")
+    for label, (folder, stem) in candidates.items():
+        accuracy = [shapes_scores(folder, out / f"{stem}-{name.replace(' ', '-')}", extra + limit,
+                                  suite="shapes-val")["accuracy"] for name, extra in SAMPLERS.items()]
+        means[label] = sum(accuracy) / len(accuracy)
+        relative = f"{100 * means[label] / reference:.0f}%" if reference else "-"  # a teacher at 0: the smoke zoo
+        cells = [f"{100 * a:.1f}" for a in accuracy] + [f"{100 * means[label]:.1f}", relative]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     chosen = max(means, key=means.get)
-    lines += ["", f"chosen: iteration {chosen}"]
+    lines += ["", f"chosen: {'iteration ' if chosen.isdigit() else ''}{chosen}"]
     print("\n".join(lines))
     if args.export:
-        folder = next(folder for iteration, folder, _ in found if iteration == chosen)
-        path, linked = export_checkpoint(folder, args.export, link_teacher=True)
+        folder = candidates[chosen][0]
+        export = export_checkpoint(folder, args.export, link_teacher=True) if chosen.isdigit() \
+            else export_folder(folder, teacher, args.export)
+        path, linked = export
         print(f"exported {folder} to {path} (linked to the teacher's: {', '.join(linked) or 'nothing'})")
 
 

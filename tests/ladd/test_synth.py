@@ -1,5 +1,7 @@
 """Synthetic training data: shards, resumption, settings guard, real-data mode, and batch reading."""
 
+import json
+
 import pytest
 import torch
 
@@ -103,3 +105,52 @@ def test_batches_are_a_function_of_iteration_and_process(smoke_latents):
     assert len(shapes) == 3  # every bucket is visited, each batch from one bucket
     with pytest.raises(FileNotFoundError):
         LatentBuckets(smoke_latents / "nothing")
+
+
+def test_teacher_data_holds_the_noise_each_latent_was_sampled_from(smoke_teacher, smoke_latents):
+    """The teacher's sampler is deterministic: run again from the stored noise, it gives the stored latents."""
+    from ladd.pipelines import load_pipeline
+
+    plan = json.loads((smoke_latents / "plan.json").read_text())
+    tensors, prompts = read_shard(sorted(smoke_latents.glob("shard-*.safetensors"))[1])
+    assert tensors["noise"].shape == tensors["latents"].shape
+    pipe = load_pipeline(smoke_teacher)
+    pipe.set_progress_bar_config(disable=True)
+    height, width = (8 * s for s in tensors["latents"].shape[2:])
+    again = pipe(prompt=prompts[:3], height=height, width=width, num_inference_steps=plan["steps"],
+                 guidance_scale=plan["guidance"], latents=tensors["noise"][:3],
+                 max_sequence_length=plan["max_sequence_length"], output_type="latent").images
+    torch.testing.assert_close(again, tensors["latents"][:3])
+    assert not torch.allclose(tensors["noise"][0], tensors["noise"][1])
+
+
+def test_add_noise_restores_the_noise_of_older_data_and_batches_carry_only_complete_tensors(
+        smoke_latents, tmp_path, capsys):
+    import shutil
+
+    from ladd.synth import write_shard
+
+    shutil.copytree(smoke_latents, tmp_path / "data")
+    shards = sorted((tmp_path / "data").glob("shard-*.safetensors"))
+    saved = read_shard(shards[0])[0]["noise"]
+    for path in shards[:2]:  # as data made before the noise was saved
+        tensors, prompts = read_shard(path)
+        del tensors["noise"]
+        write_shard(path, tensors, {"prompts": json.dumps(prompts)})
+    assert "noise" not in LatentBuckets(tmp_path / "data").batch(0, 2, seed=0)  # never a misaligned tensor
+    assert main(["--out", str(tmp_path / "data"), "--add-noise"]) == 0
+    assert "noise added to 2 shards" in capsys.readouterr().out
+    assert torch.equal(read_shard(shards[0])[0]["noise"], saved)
+    assert "noise" in LatentBuckets(tmp_path / "data").batch(0, 2, seed=0)
+
+
+def test_add_noise_refuses_real_data_and_a_folder_without_a_plan(smoke_teacher, tmp_path, capsys):
+    assert main(["--model", str(smoke_teacher), "--out", str(tmp_path / "real"), "--num", "8", "--shard-size", "8",
+                 "--source", "render"]) == 0
+    assert "noise" not in read_shard(tmp_path / "real" / "shard-00000.safetensors")[0]
+    assert main(["--out", str(tmp_path / "real"), "--add-noise"]) == 2
+    assert "only teacher-made data" in capsys.readouterr().err
+    assert main(["--out", str(tmp_path / "none"), "--add-noise"]) == 2
+    assert "no plan.json" in capsys.readouterr().err
+    assert main(["--out", str(tmp_path / "none"), "--num", "4"]) == 2
+    assert "--model is required" in capsys.readouterr().err

@@ -140,6 +140,23 @@ def test_matching_aware_term_trains_only_the_heads(smoke_teacher, smoke_latents)
     assert any(not torch.equal(v, disc_on[k]) for k, v in disc_off.items())
 
 
+def test_paired_loss_starts_the_student_at_t_1_from_the_teachers_own_noise(smoke_teacher, smoke_latents):
+    """paired.weight > 0: a student input at t = 1 is the noise the teacher drew that latent from (stored by
+    ladd.synth), so x0_hat can be compared with x0; off, the input is fresh noise and the term is zero."""
+    batch = LatentBuckets(smoke_latents).batch(0, 4, seed=0)
+    for weight in (0.0, 1.0):
+        cfg = load_config(SMOKE_CONFIG, [f"teacher={json.dumps(str(smoke_teacher))}", "student.switch_at=0",
+                                          "student.probs=[1.0, 0.0, 0.0, 0.0]", f"paired.weight={weight}"])
+        torch.manual_seed(0)
+        parts = build_training(cfg)
+        inputs = []
+        parts["student"].register_forward_pre_hook(
+            lambda module, args, kwargs: inputs.append(kwargs["hidden_states"].detach().clone()), with_kwargs=True)
+        stats = ladd_iteration(0, batch, *split_parts(parts), cfg, Accelerator(cpu=True))
+        assert torch.equal(inputs[0], batch["noise"]) == (weight > 0)
+        assert (stats["paired"] > 0) == (weight > 0) and not stats["skipped"]
+
+
 def test_guided_teacher_velocity_is_cfg_of_the_two_branches(smoke_teacher, smoke_latents):
     from ladd.conditioning import predict_velocity
     from ladd.train import guided_teacher_velocity, unconditional_embeddings
@@ -255,12 +272,25 @@ def test_non_finite_iterations_are_skipped_then_stop_the_run(smoke_teacher, smok
     "override,message",
     [("teacher=\"/nonexistent\"", "not a diffusers pipeline"), ("teacher=\"someone/uncached\"", "huggingface-cli login"),
      ("data=\"/nonexistent\"", "ladd.synth"),
-     ("iterations=0", "positive"), ("discriminator.mismatch_weight=-1", "mismatch_weight"), ("student.probs=[0.5, 0.5]", "probs"), ("nope=1", "unknown config key")],
+     ("iterations=0", "positive"), ("discriminator.mismatch_weight=-1", "mismatch_weight"),
+     ("paired.weight=-1", "paired.weight"), ("student.probs=[0.5, 0.5]", "probs"), ("nope=1", "unknown config key")],
 )
 def test_bad_configs_are_one_line_errors(smoke_teacher, smoke_latents, tmp_path, capsys, override, message):
     assert main(smoke_args(smoke_teacher, smoke_latents, tmp_path / "bad", override)) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+
+
+def test_paired_loss_on_data_without_the_noise_is_a_one_line_error(smoke_teacher, tmp_path, capsys):
+    from ladd.synth import main as synth_main
+
+    data = tmp_path / "real"
+    assert synth_main(["--model", str(smoke_teacher), "--out", str(data), "--num", "8", "--shard-size", "8",
+                       "--source", "render"]) == 0
+    capsys.readouterr()
+    assert main(smoke_args(smoke_teacher, data, tmp_path / "run", "paired.weight=1.0")) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--add-noise" in err and len(err.splitlines()) == 1
 
 
 def test_two_cpu_processes_train_with_gloo(smoke_teacher, smoke_latents, tmp_path):
