@@ -22,7 +22,7 @@ def score_row(label: str, scores: dict, relative_to: float | None = None) -> str
     """Markdown row: accuracy %, [accuracy relative to a reference], per category %, CLIP score, FD in CLIP space."""
     cells = [f"{100 * scores['accuracy']:.1f}"]
     if relative_to is not None:
-        cells.append(f"{100 * scores['accuracy'] / relative_to:.0f}%")
+        cells.append(f"{100 * scores['accuracy'] / relative_to:.1f}%")  # one decimal: a target is a line
     cells += [f"{100 * scores['per_category'][c]['accuracy']:.1f}" for c in CATEGORIES]
     cells += [f"{scores['clip_score']:.3f}", f"{scores['fd_clip']:.2f}"]
     return f"| {label} | " + " | ".join(cells) + " |"
