@@ -143,6 +143,16 @@ def load_checkpoint_student(checkpoint: str | Path, use_ema: bool = True) -> tup
     return student.eval(), Path(record["teacher"])
 
 
+def load_student(path: str | Path) -> SD3Transformer2DModel:
+    """A student from a training checkpoint (its EMA weights) or from a pipeline folder (its transformer)."""
+    path = Path(path)
+    if (path / CHECKPOINT_FILE).is_file():
+        return load_checkpoint_student(path)[0]
+    if not (path / "transformer").is_dir():
+        raise ValueError(f"{path} is neither a LADD checkpoint nor a pipeline folder with a transformer/")
+    return SD3Transformer2DModel.from_pretrained(path / "transformer").eval()
+
+
 def load_student_pipeline(checkpoint: str | Path, use_ema: bool = True):
     """A sampling pipeline from a training checkpoint (EMA weights by default): for `bench.run --model CKPT`."""
     student, teacher = load_checkpoint_student(checkpoint, use_ema)

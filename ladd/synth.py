@@ -90,21 +90,21 @@ def latent_seeds(seed: int, start: int, stop: int) -> list[int]:
 
 
 def initial_noise(seeds: list[int], shape: tuple[int, ...]) -> torch.Tensor:
-    """The Gaussian noise the pipeline starts each latent from: diffusers' `randn_tensor` with one generator per
-    latent, as `generate_latents` hands them to the pipeline (flow matching starts at t = 1 from the noise itself)."""
+    """The Gaussian noise each latent starts from (flow matching starts at t = 1 from the noise itself): diffusers'
+    `randn_tensor` with one generator per latent, as the pipeline draws it from a list of generators."""
     return randn_tensor((len(seeds), *shape), generator=[torch.Generator().manual_seed(int(s)) for s in seeds])
 
 
 @torch.no_grad()
-def generate_latents(pipe, prompts, width, height, seeds, steps, guidance, max_sequence_length) -> torch.Tensor:
-    generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+def generate_latents(pipe, prompts, width, height, noise, steps, guidance, max_sequence_length) -> torch.Tensor:
+    """The pipeline's latents from the given starting noise (`initial_noise`), so the data can store the noise."""
     return pipe(
         prompt=prompts,
         width=width,
         height=height,
         num_inference_steps=steps,
         guidance_scale=guidance,
-        generator=generators,
+        latents=noise,
         max_sequence_length=max_sequence_length,
         output_type="latent",
     ).images
@@ -170,9 +170,11 @@ def run(args) -> int:
             batch_prompts = [prompts[i % len(prompts)] for i in range(start, stop)]
             seeds = latent_seeds(args.seed, start, stop)
             if args.source == "teacher":
-                batch = generate_latents(pipe, batch_prompts, width, height, seeds, steps, guidance,
+                shape = (pipe.transformer.config.in_channels, height // pipe.vae_scale_factor,
+                         width // pipe.vae_scale_factor)  # as the pipeline's prepare_latents shapes it
+                noise.append(initial_noise(seeds, shape))
+                batch = generate_latents(pipe, batch_prompts, width, height, noise[-1], steps, guidance,
                                          max_sequence_length)
-                noise.append(initial_noise(seeds, tuple(batch.shape[1:])))
             else:
                 pixels = (render_images(batch_prompts, seeds, width, height) if args.source == "render" else
                           load_images([images[i % len(images)] for i in range(start, stop)], width, height))

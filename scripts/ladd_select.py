@@ -17,9 +17,7 @@ import argparse
 import json
 from pathlib import Path
 
-from diffusers import SD3Transformer2DModel
-
-from ladd.checkpoint import CHECKPOINT_FILE, complete_checkpoints, export_checkpoint, export_student
+from ladd.checkpoint import CHECKPOINT_FILE, complete_checkpoints, export_student, load_student
 from ladd.paths import MODELS_DIR, RESULTS_DIR
 from shapes_scores import shapes_scores
 
@@ -30,12 +28,6 @@ def checkpoints(run: Path, first: int) -> list[tuple[int, Path, dict]]:
     """(iteration, folder, record) of every complete checkpoint from iteration `first` on."""
     records = [(folder, json.loads((folder / CHECKPOINT_FILE).read_text())) for folder in complete_checkpoints(run)]
     return [(record["iteration"], folder, record) for folder, record in records if record["iteration"] >= first]
-
-
-def export_folder(folder: Path, teacher: Path, out_dir: str | Path):
-    """`export_student` for a student pipeline folder (a soup, an earlier export)."""
-    student = SD3Transformer2DModel.from_pretrained(folder / "transformer")
-    return export_student(teacher, student.eval(), out_dir, link_teacher=True)
 
 
 def main(argv=None):
@@ -84,9 +76,7 @@ def main(argv=None):
     print("\n".join(lines))
     if args.export:
         folder = candidates[chosen][0]
-        export = export_checkpoint(folder, args.export, link_teacher=True) if chosen.isdigit() \
-            else export_folder(folder, teacher, args.export)
-        path, linked = export
+        path, linked = export_student(teacher, load_student(folder), args.export, link_teacher=True)
         print(f"exported {folder} to {path} (linked to the teacher's: {', '.join(linked) or 'nothing'})")
 
 

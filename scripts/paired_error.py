@@ -19,18 +19,12 @@ from pathlib import Path
 import torch
 from diffusers import SD3Transformer2DModel
 
-from ladd.checkpoint import CHECKPOINT_FILE, load_checkpoint_student
+from ladd.checkpoint import load_student
 from ladd.conditioning import predict_velocity
 from ladd.flow import denoise
 from ladd.losses import paired_loss
 from ladd.paths import RESULTS_DIR
 from ladd.synth import read_shard
-
-
-def load_student(path: Path) -> SD3Transformer2DModel:
-    if (path / CHECKPOINT_FILE).is_file():
-        return load_checkpoint_student(path)[0]
-    return SD3Transformer2DModel.from_pretrained(path / "transformer").eval()
 
 
 @torch.no_grad()
@@ -54,7 +48,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     lines = ["| student | seen noise (training pairs) | unseen noise |", "|---|---|---|"]
     for name in args.students:
-        student = load_student(Path(name))
+        student = load_student(name)
         seen, unseen = (one_step_error(student, Path(d), args.num) for d in (args.seen, args.unseen))
         lines.append(f"| {name} | {seen:.3f} | {unseen:.3f} |")
     print("\n".join(lines))

@@ -16,9 +16,8 @@ import math
 from pathlib import Path
 
 import torch
-from diffusers import SD3Transformer2DModel
 
-from ladd.checkpoint import export_student
+from ladd.checkpoint import export_student, load_student
 from ladd.paths import MODELS_DIR
 
 
@@ -47,14 +46,14 @@ def main(argv=None):
     for folder in args.students:
         if not (Path(folder) / "transformer").is_dir():
             raise SystemExit(f"error: {folder} has no transformer/ folder (a student pipeline folder is expected)")
-    students = [SD3Transformer2DModel.from_pretrained(Path(folder) / "transformer") for folder in args.students]
+    students = [load_student(folder) for folder in args.students]
     try:
         averaged = soup_state_dict([s.state_dict() for s in students], args.weights)
     except ValueError as error:
         raise SystemExit(f"error: {error}")
     soup = students[0]
     soup.load_state_dict(averaged)
-    path, linked = export_student(args.teacher, soup.eval(), args.out, link_teacher=True)
+    path, linked = export_student(args.teacher, soup, args.out, link_teacher=True)
     print(f"wrote {path}: {' + '.join(f'{w:g} x {s}' for w, s in zip(args.weights, args.students))} "
           f"(linked to the teacher's: {', '.join(linked) or 'nothing'})")
 
