@@ -30,6 +30,13 @@ def checkpoints(run: Path, first: int) -> list[tuple[int, Path, dict]]:
     return [(record["iteration"], folder, record) for folder, record in records if record["iteration"] >= first]
 
 
+def validation_accuracy(folder: Path, out: Path, limit: list[str] = ()) -> list[float]:
+    """Exact-evaluator accuracy of a student (pipeline folder or checkpoint) on the validation prompts with each of
+    SAMPLERS; `bench.run`'s folders `<out>-1-step`, ... keep the images, so a second call only reads the scores."""
+    return [shapes_scores(folder, out.with_name(f"{out.name}-{name.replace(' ', '-')}"), extra + list(limit),
+                          suite="shapes-val")["accuracy"] for name, extra in SAMPLERS.items()]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", help="ladd.train output folder: its checkpoints are candidates")
@@ -65,8 +72,7 @@ def main(argv=None):
              f"| {'candidate' if args.candidates else 'iteration'} | " + " | ".join(SAMPLERS) + " | mean | mean vs teacher |", "|" + "---|" * 6]
     means = {}
     for label, (folder, stem) in candidates.items():
-        accuracy = [shapes_scores(folder, out / f"{stem}-{name.replace(' ', '-')}", extra + limit,
-                                  suite="shapes-val")["accuracy"] for name, extra in SAMPLERS.items()]
+        accuracy = validation_accuracy(folder, out / stem, limit)
         means[label] = sum(accuracy) / len(accuracy)
         relative = f"{100 * means[label] / reference:.0f}%" if reference else "-"  # a teacher at 0: the smoke zoo
         cells = [f"{100 * a:.1f}" for a in accuracy] + [f"{100 * means[label]:.1f}", relative]

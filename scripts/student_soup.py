@@ -7,26 +7,41 @@ student that can keep what each fork learned (Wortsman et al., 2022, "Model soup
 soup is a candidate like any checkpoint, chosen on the validation prompts (`scripts/ladd_select.py --candidates`),
 then tested on the held-out ones. The result is an ordinary pipeline folder (4-step, guidance-free defaults;
 components identical to the teacher's become links to them).
+
+    python scripts/student_soup.py --greedy --students DIR_OR_CHECKPOINT ... --out results/students/greedy
+
+`--greedy` chooses the ingredients on the validation prompts instead of taking weights: the "greedy soup" of the
+same paper. Every ingredient (a student folder or a training checkpoint's EMA student) is ranked by its own
+validation mean over the 1-, 2- and 4-step samplers (`scripts/ladd_select.py`'s rule), best first; each joins the
+soup when the uniform average with it scores at least as well as the soup without it.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import math
+from collections.abc import Callable, Hashable
+from functools import cache
 from pathlib import Path
 
 import torch
 
-from ladd.checkpoint import export_student, load_student
-from ladd.paths import MODELS_DIR
+from ladd.checkpoint import CHECKPOINT_FILE, export_student, load_student
+from ladd.paths import MODELS_DIR, RESULTS_DIR
+from ladd_select import SAMPLERS, validation_accuracy
+
+
+def check_weights(count: int, weights: list[float]) -> None:
+    if count != len(weights) or not weights:
+        raise ValueError(f"{count} students but {len(weights)} weights")
+    if not math.isclose(sum(weights), 1.0, abs_tol=1e-6):
+        raise ValueError(f"the weights must sum to 1, not {sum(weights):g}")
 
 
 def soup_state_dict(state_dicts: list[dict[str, torch.Tensor]], weights: list[float]) -> dict[str, torch.Tensor]:
     """sum_i w_i * theta_i over parameters of the same names and shapes; the weights must sum to 1."""
-    if len(state_dicts) != len(weights) or not state_dicts:
-        raise ValueError(f"{len(state_dicts)} students but {len(weights)} weights")
-    if not math.isclose(sum(weights), 1.0, abs_tol=1e-6):
-        raise ValueError(f"the weights must sum to 1, not {sum(weights):g}")
+    check_weights(len(state_dicts), weights)
     first = state_dicts[0]
     for other in state_dicts[1:]:
         if other.keys() != first.keys() or any(other[k].shape != first[k].shape for k in first):
@@ -35,27 +50,99 @@ def soup_state_dict(state_dicts: list[dict[str, torch.Tensor]], weights: list[fl
             for name in first}
 
 
+def greedy_soup(ingredients: list[Hashable], score: Callable[[tuple], float]) -> list[tuple[tuple, float, bool]]:
+    """Wortsman et al. (2022), "greedy soup": rank the ingredients by `score((ingredient,))`, best first (ties keep
+    the given order); each joins the soup when `score` of the uniform soup with it is at least that without it.
+    Returns every soup tried, in order, as (ingredients, score, kept); the last kept one is the greedy soup."""
+    ranked = sorted(ingredients, key=lambda ingredient: score((ingredient,)), reverse=True)
+    soup = tuple(ranked[:1])
+    steps = [(soup, score(soup), True)]
+    for ingredient in ranked[1:]:
+        tried = (*soup, ingredient)
+        kept = score(tried) >= score(soup)
+        steps.append((tried, score(tried), kept))
+        soup = tried if kept else soup
+    return steps
+
+
+def ingredient_name(folder: Path) -> str:
+    """A short unique name: a checkpoint by its run and iteration (`fork-mismatch-step-001500`), a folder by name."""
+    return f"{folder.parent.parent.name}-{folder.name}" if (folder / CHECKPOINT_FILE).is_file() else folder.name
+
+
+def write_soup(students: list[Path], weights: list[float], teacher: Path, out: Path, state_dicts=None) -> Path:
+    """The weighted soup of `students` (folders or checkpoints) as a pipeline folder at `out`."""
+    state_dicts = state_dicts or {folder: load_student(folder).state_dict() for folder in students}
+    soup = load_student(students[0])
+    soup.load_state_dict(soup_state_dict([state_dicts[folder] for folder in students], weights))
+    return export_student(teacher, soup, out, link_teacher=True)[0]
+
+
+def choose_greedy_soup(students: list[Path], teacher: Path, scores_dir: Path, limit: list[str] = ()):
+    """`greedy_soup` over student folders / checkpoints, scored by the validation mean (`ladd_select`'s rule).
+    Soups are written to `<scores_dir>/soups/soup-<hash of their ingredients>` so that a rerun resumes.
+    Returns the kept ingredients and the markdown lines of every score."""
+    names = {folder: ingredient_name(folder) for folder in students}
+    if len(set(names.values())) < len(names):
+        raise ValueError("two ingredients share a name; their results would share a folder")
+    state_dicts = {folder: load_student(folder).state_dict() for folder in students}
+    lines = ["| ingredients | " + " | ".join(SAMPLERS) + " | mean | kept |", "|" + "---|" * 6]
+
+    @cache
+    def score(soup: tuple[Path, ...]) -> tuple[float, list[float]]:
+        if len(soup) == 1:
+            folder = soup[0]
+        else:
+            key = hashlib.sha1("\n".join(sorted(map(str, soup))).encode()).hexdigest()[:10]
+            folder = scores_dir / "soups" / f"soup-{key}"
+            if not (folder / "transformer").is_dir():
+                write_soup(list(soup), [1 / len(soup)] * len(soup), teacher, folder, state_dicts)
+        accuracy = validation_accuracy(folder, scores_dir / folder.name, limit)
+        return sum(accuracy) / len(accuracy), accuracy
+
+    steps = greedy_soup(students, lambda ingredients: score(ingredients)[0])
+    for tried, _, kept in steps:
+        mean, accuracy = score(tried)
+        label = " + ".join(names[folder] for folder in tried)
+        lines.append(f"| {label} | " + " | ".join(f"{100 * a:.1f}" for a in accuracy)
+                     + f" | {100 * mean:.1f} | {'yes' if kept else 'no'} |")
+    return list([tried for tried, _, kept in steps if kept][-1]), lines
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--students", nargs="+", required=True, help="pipeline folders of the students to average")
-    parser.add_argument("--weights", nargs="+", type=float, required=True, help="one per student, summing to 1")
+    parser.add_argument("--students", nargs="+", required=True,
+                        help="student pipeline folders or training checkpoints (their EMA students) to average")
+    parser.add_argument("--weights", nargs="+", type=float, help="one per student, summing to 1")
+    parser.add_argument("--greedy", action="store_true",
+                        help="choose the ingredients on the validation prompts (greedy soup; uniform weights)")
+    parser.add_argument("--scores", default=str(RESULTS_DIR / "greedy-soup"),
+                        help="--greedy: bench.run folders of the validation scores, and the soups tried")
+    parser.add_argument("--limit", type=int, help="--greedy: only the first N validation prompts (for tests)")
     parser.add_argument("--teacher", default=str(MODELS_DIR / "shapes-sd3"),
                         help="the teacher pipeline the students were distilled from (its other components)")
     parser.add_argument("--out", required=True, help="pipeline folder to write")
     args = parser.parse_args(argv)
-    for folder in args.students:
-        if not (Path(folder) / "transformer").is_dir():
-            raise SystemExit(f"error: {folder} has no transformer/ folder (a student pipeline folder is expected)")
-    students = [load_student(folder) for folder in args.students]
+    students = [Path(folder) for folder in args.students]
+    for folder in students:
+        if not ((folder / "transformer").is_dir() or (folder / CHECKPOINT_FILE).is_file()):
+            raise SystemExit(f"error: {folder} has no transformer/ folder and is not a LADD checkpoint "
+                             "(a student pipeline folder or a training checkpoint is expected)")
+    if args.greedy == (args.weights is not None):
+        raise SystemExit("error: give either --weights (one per student) or --greedy")
     try:
-        averaged = soup_state_dict([s.state_dict() for s in students], args.weights)
+        if args.greedy:
+            limit = ["--limit", str(args.limit)] if args.limit else []
+            students, lines = choose_greedy_soup(students, Path(args.teacher), Path(args.scores), limit)
+            print("\n".join(lines) + "\n")
+            weights = [1 / len(students)] * len(students)
+        else:
+            weights = args.weights
+            check_weights(len(students), weights)  # before any loading
+        path = write_soup(students, weights, Path(args.teacher), Path(args.out))
     except ValueError as error:
         raise SystemExit(f"error: {error}")
-    soup = students[0]
-    soup.load_state_dict(averaged)
-    path, linked = export_student(args.teacher, soup, args.out, link_teacher=True)
-    print(f"wrote {path}: {' + '.join(f'{w:g} x {s}' for w, s in zip(args.weights, args.students))} "
-          f"(linked to the teacher's: {', '.join(linked) or 'nothing'})")
+    print(f"wrote {path}: {' + '.join(f'{w:g} x {s}' for w, s in zip(weights, students))}")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from diffusers import SD3Transformer2DModel
 
 from ladd.checkpoint import export_student
 from student_soup import main as soup_main
-from student_soup import soup_state_dict
+from student_soup import greedy_soup, soup_state_dict
 
 
 def test_soup_is_the_weighted_average_of_each_parameter():
@@ -51,7 +51,64 @@ def test_soup_of_two_students_is_a_pipeline_folder_with_the_averaged_transformer
 
 
 def test_soup_of_a_folder_without_a_transformer_is_a_one_line_error(smoke_teacher, tmp_path):
-    with pytest.raises(SystemExit, match="has no transformer/ folder"):
+    with pytest.raises(SystemExit, match="has no transformer/ folder and is not a LADD checkpoint"):
         soup_main(["--students", str(tmp_path), str(tmp_path), "--weights", "0.5", "0.5",
                    "--teacher", str(smoke_teacher), "--out", str(tmp_path / "soup")])
+    assert not (tmp_path / "soup").exists()
+
+
+def test_greedy_soup_ranks_then_keeps_only_ingredients_that_do_not_lower_the_score():
+    # Ingredients are numbers and a soup's score is made up: "a" and "c" together help, "b" hurts any soup.
+    own = {"a": 0.5, "b": 0.4, "c": 0.3, "d": 0.2}
+    def score(soup):
+        if len(soup) == 1:
+            return own[soup[0]]
+        return 0.6 - 0.3 * ("b" in soup) - 0.05 * ("d" in soup)
+    steps = greedy_soup(["c", "d", "a", "b"], score)
+    assert [(tried, kept) for tried, _, kept in steps] == [
+        (("a",), True), (("a", "b"), False), (("a", "c"), True), (("a", "c", "d"), False)]
+    assert [round(s, 2) for _, s, _ in steps] == [0.5, 0.3, 0.6, 0.55]
+
+
+def test_greedy_soup_keeps_an_ingredient_that_ties():
+    steps = greedy_soup(["x", "y"], lambda soup: 1.0)
+    assert steps[-1] == (("x", "y"), 1.0, True)
+
+
+def test_greedy_soup_end_to_end_writes_the_chosen_uniform_soup(smoke_teacher, tmp_path, capsys):
+    folders = []
+    for seed in (0, 1, 2):
+        student = SD3Transformer2DModel.from_pretrained(smoke_teacher / "transformer")
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            for p in student.parameters():
+                p.add_(0.1 * torch.randn_like(p))
+        folders.append(export_student(smoke_teacher, student, tmp_path / f"student-{seed}", link_teacher=True)[0])
+    out, scores = tmp_path / "greedy", tmp_path / "scores"
+    soup_main(["--greedy", "--students", *map(str, folders), "--teacher", str(smoke_teacher), "--limit", "2",
+               "--scores", str(scores), "--out", str(out)])
+    printed = capsys.readouterr().out
+    rows = [line for line in printed.splitlines() if line.startswith("| student-")]
+    assert len(rows) == 3 and rows[0].endswith("| yes |")  # the best ingredient first, then one row per try
+    kept = rows[0].split(" | ")[0].lstrip("| ").split(" + ")
+    for row in rows[1:]:
+        if row.endswith("| yes |"):
+            kept = row.split(" | ")[0].lstrip("| ").split(" + ")
+    parents = {f.name: SD3Transformer2DModel.from_pretrained(f / "transformer").state_dict() for f in folders}
+    soup = SD3Transformer2DModel.from_pretrained(out / "transformer").state_dict()
+    for name, value in soup.items():
+        torch.testing.assert_close(value, sum(parents[k][name] for k in kept) / len(kept))
+    assert (scores / "student-0-1-step" / "scores.json").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "either --weights"),
+    (["--greedy", "--weights", "0.5", "0.5"], "either --weights"),
+])
+def test_soup_needs_weights_or_greedy(args, message, smoke_teacher, tmp_path):
+    folder = export_student(smoke_teacher, SD3Transformer2DModel.from_pretrained(smoke_teacher / "transformer"),
+                            tmp_path / "s", link_teacher=True)[0]
+    with pytest.raises(SystemExit, match=message):
+        soup_main(["--students", str(folder), str(folder), *args, "--teacher", str(smoke_teacher),
+                   "--out", str(tmp_path / "soup")])
     assert not (tmp_path / "soup").exists()
