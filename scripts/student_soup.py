@@ -91,13 +91,13 @@ def choose_greedy_soup(students: list[Path], teacher: Path, scores_dir: Path, li
     @cache
     def score(soup: tuple[Path, ...]) -> tuple[float, list[float]]:
         if len(soup) == 1:
-            folder = soup[0]
+            folder, name = soup[0], names[soup[0]]
         else:
-            key = hashlib.sha1("\n".join(sorted(map(str, soup))).encode()).hexdigest()[:10]
-            folder = scores_dir / "soups" / f"soup-{key}"
+            name = "soup-" + hashlib.sha1("\n".join(sorted(map(str, soup))).encode()).hexdigest()[:10]
+            folder = scores_dir / "soups" / name
             if not (folder / "transformer").is_dir():
                 write_soup(list(soup), [1 / len(soup)] * len(soup), teacher, folder, state_dicts)
-        accuracy = validation_accuracy(folder, scores_dir / folder.name, limit)
+        accuracy = validation_accuracy(folder, scores_dir / name, limit)
         return sum(accuracy) / len(accuracy), accuracy
 
     steps = greedy_soup(students, lambda ingredients: score(ingredients)[0])

@@ -6,9 +6,9 @@ import pytest
 import torch
 from diffusers import SD3Transformer2DModel
 
-from ladd.checkpoint import export_student
+from ladd.checkpoint import CHECKPOINT_FILE, export_student
 from student_soup import main as soup_main
-from student_soup import greedy_soup, soup_state_dict
+from student_soup import greedy_soup, ingredient_name, soup_state_dict
 
 
 def test_soup_is_the_weighted_average_of_each_parameter():
@@ -112,3 +112,14 @@ def test_soup_needs_weights_or_greedy(args, message, smoke_teacher, tmp_path):
         soup_main(["--students", str(folder), str(folder), *args, "--teacher", str(smoke_teacher),
                    "--out", str(tmp_path / "soup")])
     assert not (tmp_path / "soup").exists()
+
+
+def test_checkpoints_of_two_runs_at_one_iteration_get_distinct_ingredient_names(tmp_path):
+    names = []
+    for run in ("fork-a", "fork-b"):
+        checkpoint = tmp_path / run / "checkpoints" / "step-000500"
+        checkpoint.mkdir(parents=True)
+        (checkpoint / CHECKPOINT_FILE).write_text("{}")
+        names.append(ingredient_name(checkpoint))
+    assert names == ["fork-a-step-000500", "fork-b-step-000500"]
+    assert ingredient_name(tmp_path / "students" / "guided") == "guided"
