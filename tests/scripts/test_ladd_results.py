@@ -1,7 +1,11 @@
-"""scripts/ladd_results.py's training-cost rows on the smoke zoo, for the paper's recipe and a guided L_distill."""
+"""scripts/ladd_results.py on the smoke zoo: the training-cost rows for the paper's recipe and a guided L_distill, and the
+speed table."""
 
+from diffusers import SD3Transformer2DModel
+
+from ladd.checkpoint import export_student
 from ladd.paths import CONFIGS_DIR
-from ladd_results import training_cost
+from ladd_results import speed, training_cost
 
 
 def ratio(lines: list[str]) -> float:
@@ -17,3 +21,18 @@ def test_training_cost_times_the_recipe_it_is_given(smoke_teacher, smoke_latents
     assert ratio(plain) > 0 and ratio(guided) > 0
     assert not any("L_distill" in line for line in plain)
     assert any("L_distill with the teacher's unconditional forward" in line for line in guided)
+
+
+def test_speed_times_both_pipelines_in_wall_clock_and_cpu_time(smoke_teacher, tmp_path):
+    student = export_student(smoke_teacher, SD3Transformer2DModel.from_pretrained(smoke_teacher / "transformer"),
+                             tmp_path / "student", link_teacher=True)[0]
+    lines = speed(smoke_teacher, student, batch_size=2, repeats=1)
+    header = next(line for line in lines if line.startswith("| what is timed"))
+    assert "student (4 steps, guidance 0.0)" in header and header.endswith("| speed-up in CPU time |")
+    rows = [line for line in lines if line.startswith("| full pipeline") or line.startswith("| text encoding")]
+    assert len(rows) == 2
+    for row in rows:
+        teacher, student_seconds, wall, cpu = (cell.strip(" *x") for cell in row.split("|")[2:6])
+        assert float(teacher) > 0 and float(student_seconds) > 0
+        assert abs(float(wall) - float(teacher) / float(student_seconds)) <= 0.05 * float(wall) + 0.1
+        assert float(cpu) > 0
