@@ -4,8 +4,9 @@
 
 256 rendered grammar scenes (the first is "a blue circle on a gray background") are encoded by the zoo VAE; each
 VAE folder decodes the same latents. Prints PSNR against the zoo VAE's own decodes (mean, worst scene, the blue
-circle), the blue circle's centre pixel, and decode milliseconds per image (batch 32, channels-last, median of 9);
-then what diffusers' Upsample2D costs at batch >= 64, where it makes channels-last activations contiguous.
+circle), the blue circle's centre pixel, and decode milliseconds per image (channels-last, median of 9): at batch 32,
+and for a batch of 64 decoded in one call and in two calls of 32; then what diffusers' Upsample2D costs at batch
+>= 64, where it makes channels-last activations contiguous (a CUDA workaround) — the difference between the two.
 """
 
 from __future__ import annotations
@@ -58,8 +59,8 @@ def main(argv=None):
     centre = lambda decoded: tuple(int(v) for v in ((decoded[0, :, 32, 32] + 1) * 127.5).round())  # noqa: E731
     print(f"{args.vae} against the renders: {psnr(reference, images).mean():.1f} dB\n")
     print("| VAE | PSNR vs the zoo VAE's decodes, mean / worst | blue circle | its centre pixel (zoo VAE: "
-          f"{centre(reference)}) | decode ms / image |")
-    print("|---|---|---|---|---|")
+          f"{centre(reference)}) | decode ms / image | batch 64: one call | batch 64: two calls of 32 |")
+    print("|---|---|---|---|---|---|---|")
     for folder in [args.vae, *args.folders]:
         vae = load_vae(folder).eval().to(memory_format=torch.channels_last)
         decoded = vae.decode(latents).sample.clamp(-1, 1)
@@ -67,7 +68,9 @@ def main(argv=None):
         cells = ("-", "-") if folder == args.vae else (f"{scores.mean():.1f} / {scores.min():.1f} dB",
                                                        f"{scores[0]:.1f} dB")
         ms = ms_per_image(lambda: vae.decode(latents[:32]), 32)
-        print(f"| {folder} | {cells[0]} | {cells[1]} | {centre(decoded)} | {ms:.2f} |")
+        whole = ms_per_image(lambda: vae.decode(latents[:64]), 64)
+        halves = ms_per_image(lambda: [vae.decode(half) for half in latents[:64].split(32)], 64)
+        print(f"| {folder} | {cells[0]} | {cells[1]} | {centre(decoded)} | {ms:.2f} | {whole:.2f} | {halves:.2f} |")
     features = torch.randn(64, 32, 32, 32).to(memory_format=torch.channels_last)  # an upsampler's input
     nearest = {layout: ms_per_image(lambda: F.interpolate(x, scale_factor=2.0, mode="nearest"), 64)
                for layout, x in (("channels-last", features), ("contiguous", features.contiguous()))}

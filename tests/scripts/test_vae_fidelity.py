@@ -20,4 +20,5 @@ def test_prints_a_row_per_vae_and_the_upsampling_cost(smoke_zoo, capsys):
     rows = [line for line in printed.splitlines() if line.startswith(f"| {out}")]
     assert len(rows) == 2 and rows[0].split(" | ")[1] == "-"
     assert " dB | " in rows[1]
-    assert "nearest 2x upsampling" in printed
+    assert all(float(cell) > 0 for row in rows for cell in row.rstrip(" |").split(" | ")[-3:])  # three decode timings
+    assert "batch 64: two calls of 32" in printed and "nearest 2x upsampling" in printed
