@@ -149,7 +149,8 @@ def load_student(path: str | Path) -> SD3Transformer2DModel:
     if (path / CHECKPOINT_FILE).is_file():
         return load_checkpoint_student(path)[0]
     if not (path / "transformer").is_dir():
-        raise ValueError(f"{path} is neither a LADD checkpoint nor a pipeline folder with a transformer/")
+        raise ValueError(f"{path} has no transformer/ folder and is not a LADD checkpoint "
+                         "(a student pipeline folder or a training checkpoint is expected)")
     return SD3Transformer2DModel.from_pretrained(path / "transformer").eval()
 
 

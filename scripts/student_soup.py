@@ -70,22 +70,22 @@ def ingredient_name(folder: Path) -> str:
     return f"{folder.parent.parent.name}-{folder.name}" if (folder / CHECKPOINT_FILE).is_file() else folder.name
 
 
-def write_soup(students: list[Path], weights: list[float], teacher: Path, out: Path, state_dicts=None) -> Path:
-    """The weighted soup of `students` (folders or checkpoints) as a pipeline folder at `out`."""
-    state_dicts = state_dicts or {folder: load_student(folder).state_dict() for folder in students}
-    soup = load_student(students[0])
+def write_soup(students: list[Path], weights: list[float], state_dicts: dict, teacher: Path, out: Path) -> Path:
+    """The weighted soup of `students` (folders or checkpoints, their parameters in `state_dicts`) as a pipeline
+    folder at `out`."""
+    soup = load_student(students[0])  # the module the averaged parameters go into
     soup.load_state_dict(soup_state_dict([state_dicts[folder] for folder in students], weights))
     return export_student(teacher, soup, out, link_teacher=True)[0]
 
 
-def choose_greedy_soup(students: list[Path], teacher: Path, scores_dir: Path, limit: list[str] = ()):
+def choose_greedy_soup(students: list[Path], state_dicts: dict, teacher: Path, scores_dir: Path,
+                       limit: list[str] = ()):
     """`greedy_soup` over student folders / checkpoints, scored by the validation mean (`ladd_select`'s rule).
     Soups are written to `<scores_dir>/soups/soup-<hash of their ingredients>` so that a rerun resumes.
     Returns the kept ingredients and the markdown lines of every score."""
     names = {folder: ingredient_name(folder) for folder in students}
     if len(set(names.values())) < len(names):
         raise ValueError("two ingredients share a name; their results would share a folder")
-    state_dicts = {folder: load_student(folder).state_dict() for folder in students}
     lines = ["| ingredients | " + " | ".join(SAMPLERS) + " | mean | kept |", "|" + "---|" * 6]
 
     @cache
@@ -96,7 +96,7 @@ def choose_greedy_soup(students: list[Path], teacher: Path, scores_dir: Path, li
             name = "soup-" + hashlib.sha1("\n".join(sorted(map(str, soup))).encode()).hexdigest()[:10]
             folder = scores_dir / "soups" / name
             if not (folder / "transformer").is_dir():
-                write_soup(list(soup), [1 / len(soup)] * len(soup), teacher, folder, state_dicts)
+                write_soup(list(soup), [1 / len(soup)] * len(soup), state_dicts, teacher, folder)
         accuracy = validation_accuracy(folder, scores_dir / name, limit)
         return sum(accuracy) / len(accuracy), accuracy
 
@@ -124,22 +124,18 @@ def main(argv=None):
     parser.add_argument("--out", required=True, help="pipeline folder to write")
     args = parser.parse_args(argv)
     students = [Path(folder) for folder in args.students]
-    for folder in students:
-        if not ((folder / "transformer").is_dir() or (folder / CHECKPOINT_FILE).is_file()):
-            raise SystemExit(f"error: {folder} has no transformer/ folder and is not a LADD checkpoint "
-                             "(a student pipeline folder or a training checkpoint is expected)")
     if args.greedy == (args.weights is not None):
         raise SystemExit("error: give either --weights (one per student) or --greedy")
     try:
+        if not args.greedy:
+            check_weights(len(students), args.weights)  # before any loading
+        state_dicts = {folder: load_student(folder).state_dict() for folder in students}  # each loaded once
         if args.greedy:
             limit = ["--limit", str(args.limit)] if args.limit else []
-            students, lines = choose_greedy_soup(students, Path(args.teacher), Path(args.scores), limit)
+            students, lines = choose_greedy_soup(students, state_dicts, Path(args.teacher), Path(args.scores), limit)
             print("\n".join(lines) + "\n")
-            weights = [1 / len(students)] * len(students)
-        else:
-            weights = args.weights
-            check_weights(len(students), weights)  # before any loading
-        path = write_soup(students, weights, Path(args.teacher), Path(args.out))
+        weights = args.weights or [1 / len(students)] * len(students)
+        path = write_soup(students, weights, state_dicts, Path(args.teacher), Path(args.out))
     except ValueError as error:
         raise SystemExit(f"error: {error}")
     print(f"wrote {path}: {' + '.join(f'{w:g} x {s}' for w, s in zip(weights, students))}")
