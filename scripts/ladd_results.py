@@ -7,8 +7,8 @@
    category), shapes-CLIP score, and Fréchet distance in shapes-CLIP space to rendered ground truth.
 2. Speed: wall-clock per image, student 4-step vs teacher 50-step + CFG, same prompts and batch size, the two
    measured alternately in one process.
-3. Training cost: one LADD iteration vs one plain diffusion fine-tuning iteration of the same student at the same
-   batch size, measured alternately.
+3. Training cost: one LADD iteration vs one plain diffusion fine-tuning iteration of the same student (the given
+   one, whose depth may differ from the teacher's) at the same batch size, measured alternately.
 Prints markdown (docs/ladd-results.md holds this script's output).
 """
 
@@ -115,10 +115,18 @@ def speed(teacher: Path, student: Path, batch_size: int, repeats: int, vae: Path
     return lines
 
 
+def describe_transformer(model) -> str:
+    return f"{model.config.num_layers} blocks, {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters"
+
+
 def training_cost(config: Path, teacher: Path, data: Path, batch_size: int, repeats: int,
-                  overrides: list[str] = ()) -> list[str]:
+                  overrides: list[str] = (), student: Path | None = None) -> list[str]:
+    """One LADD iteration against one plain diffusion fine-tuning iteration of the same student, alternately. The
+    student starts from `student` (e.g. a shallower one: its own depth decides what the plain iteration costs) or,
+    without it, as a copy of the teacher."""
+    student_from = [f"student_from={json.dumps(str(student))}"] if student else []
     cfg = load_config(config, [f"teacher={json.dumps(str(teacher))}", f"data={json.dumps(str(data))}",
-                               f"batch_size={batch_size}", *overrides])
+                               f"batch_size={batch_size}", *student_from, *overrides])
     torch.manual_seed(0)
     parts = build_training(cfg)
     models, optimizers = split_parts(parts)
@@ -131,11 +139,10 @@ def training_cost(config: Path, teacher: Path, data: Path, batch_size: int, repe
                                            accelerator, cfg["max_grad_norm"]),
     }, repeats)
     heads = sum(p.numel() for p in parts["disc"].parameters())
-    student = parts["student"]
     return [
-        f"Batch {batch_size}, student = teacher = {sum(p.numel() for p in student.parameters()) / 1e6:.2f}M-parameter "
-        f"SD3Transformer2DModel, {len(parts['features'].blocks)} discriminator heads ({heads / 1e6:.2f}M parameters), "
-        f"median of {repeats} alternating iterations:",
+        f"Batch {batch_size}, student {describe_transformer(parts['student'])}, teacher "
+        f"{describe_transformer(parts['teacher'])}, {len(parts['features'].blocks)} discriminator heads "
+        f"({heads / 1e6:.2f}M parameters), median of {repeats} alternating iterations:",
         "",
         "| iteration | seconds |",
         "|---|---|",
@@ -179,7 +186,7 @@ def main(argv=None):
         print("\n".join(speed(teacher, student, batch_size, args.repeats, speed_vae)) + "\n")
     print("\n## Training cost\n")
     print("\n".join(training_cost(Path(args.config), teacher, Path(args.data), args.batch_size, args.repeats,
-                                   args.train_overrides)))
+                                   args.train_overrides, student)))
 
 
 if __name__ == "__main__":

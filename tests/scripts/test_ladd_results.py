@@ -23,6 +23,15 @@ def test_training_cost_times_the_recipe_it_is_given(smoke_teacher, smoke_latents
     assert any("L_distill with the teacher's unconditional forward" in line for line in guided)
 
 
+def test_training_cost_trains_the_given_student_at_its_own_depth(smoke_teacher, smoke_latents, tmp_path):
+    config = dict(SD3Transformer2DModel.load_config(smoke_teacher / "transformer"), num_layers=2)
+    student = export_student(smoke_teacher, SD3Transformer2DModel.from_config(config), tmp_path / "deeper")[0]
+    lines = training_cost(CONFIGS_DIR / "ladd-smoke.toml", smoke_teacher, smoke_latents, batch_size=2, repeats=1,
+                          student=student)
+    assert lines[0].startswith("Batch 2, student 2 blocks, ") and ", teacher 1 blocks, " in lines[0]
+    assert ratio(lines) > 0
+
+
 def test_speed_times_both_pipelines_in_wall_clock_and_cpu_time(smoke_teacher, tmp_path):
     student = export_student(smoke_teacher, SD3Transformer2DModel.from_pretrained(smoke_teacher / "transformer"),
                              tmp_path / "student", link_teacher=True)[0]

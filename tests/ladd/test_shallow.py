@@ -1,0 +1,75 @@
+"""ladd.shallow: a shallower student from a deeper transformer with blocks dropped."""
+
+import json
+
+import pytest
+import torch
+from diffusers import SD3Transformer2DModel
+
+from ladd.checkpoint import export_student
+from ladd.shallow import drop_blocks, kept_blocks
+from ladd.shallow import main as shallow_main
+
+
+def tiny_transformer(num_layers=4, **config) -> SD3Transformer2DModel:
+    torch.manual_seed(0)
+    return SD3Transformer2DModel(sample_size=8, patch_size=2, in_channels=4, out_channels=4, num_layers=num_layers,
+                                 attention_head_dim=8, num_attention_heads=2, joint_attention_dim=16,
+                                 caption_projection_dim=16, pooled_projection_dim=8, pos_embed_max_size=8,
+                                 **config).eval()
+
+
+def forward(model, inputs):
+    with torch.no_grad():
+        return model(**inputs, return_dict=False)[0]
+
+
+def test_shallow_model_is_the_deep_one_with_the_dropped_blocks_skipped():
+    deep = tiny_transformer()
+    inputs = dict(hidden_states=torch.randn(2, 4, 8, 6), timestep=torch.tensor([250.0, 900.0]),
+                  encoder_hidden_states=torch.randn(2, 5, 16), pooled_projections=torch.randn(2, 8))
+    shallow = drop_blocks(deep, [0, 2])
+    assert shallow.config.num_layers == 2 and deep.config.num_layers == 4
+    # the same function, computed another way: the deep model with blocks 0 and 2 made identities
+    for index in (0, 2):
+        deep.transformer_blocks[index].register_forward_hook(
+            lambda module, args, kwargs, output: (kwargs["encoder_hidden_states"], kwargs["hidden_states"]),
+            with_kwargs=True)
+    torch.testing.assert_close(forward(shallow, inputs), forward(deep, inputs))
+    assert not torch.allclose(forward(shallow, inputs), forward(tiny_transformer(), inputs))
+
+
+def test_dual_attention_blocks_are_renumbered_with_their_blocks():
+    shallow = drop_blocks(tiny_transformer(dual_attention_layers=(1, 2)), [1])
+    assert list(shallow.config.dual_attention_layers) == [1]
+    assert shallow.transformer_blocks[1].attn2 is not None and shallow.transformer_blocks[0].attn2 is None
+
+
+@pytest.mark.parametrize("drop, message", [
+    ([3], "always stays"), ([-1], "always stays"), ([7], "always stays"), ([1, 1], "twice"),
+])
+def test_bad_drop_lists_are_value_errors(drop, message):
+    with pytest.raises(ValueError, match=message):
+        kept_blocks(4, drop)
+
+
+def test_cli_writes_a_4_step_student_folder_sharing_the_teachers_components(smoke_teacher, tmp_path, capsys):
+    config = dict(SD3Transformer2DModel.load_config(smoke_teacher / "transformer"), num_layers=3)
+    deep = export_student(smoke_teacher, SD3Transformer2DModel.from_config(config), tmp_path / "deep")[0]
+    out = tmp_path / "shallow"
+    assert shallow_main(["--source", str(deep), "--drop", "1", "--teacher", str(smoke_teacher),
+                         "--out", str(out)]) == 0
+    assert "2 blocks" in capsys.readouterr().out
+    student = SD3Transformer2DModel.from_pretrained(out / "transformer").state_dict()
+    source = SD3Transformer2DModel.from_pretrained(deep / "transformer").state_dict()
+    for name in ("proj_out.weight", "transformer_blocks.0.ff.net.2.weight"):
+        torch.testing.assert_close(student[name], source[name])
+    torch.testing.assert_close(student["transformer_blocks.1.attn.to_q.weight"],
+                               source["transformer_blocks.2.attn.to_q.weight"])
+    assert json.loads((out / "sampling_defaults.json").read_text())["num_inference_steps"] == 4
+    assert (out / "vae").is_symlink()
+    assert shallow_main(["--source", str(deep), "--drop", "2", "--teacher", str(smoke_teacher),
+                         "--out", str(tmp_path / "bad")]) == 2
+    assert "always stays" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+    assert shallow_main(["--source", str(tmp_path / "missing"), "--drop", "0", "--out", str(tmp_path / "bad")]) == 2
+    assert "has no transformer/ folder" in capsys.readouterr().err
