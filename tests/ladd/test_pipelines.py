@@ -1,11 +1,14 @@
-"""Model names for training and synthetic data: local folders, or hub repo ids already in the local cache."""
+"""Model names for training and synthetic data (local folders, or hub repo ids already in the local cache); decoding
+in slices."""
 
 import shutil
 
 import huggingface_hub.constants
 import pytest
+import torch
+from diffusers import AutoencoderKL, AutoencoderTiny
 
-from ladd.pipelines import pipeline_folder
+from ladd.pipelines import decode_in_slices, pipeline_folder
 
 
 def test_a_local_folder_is_itself(smoke_teacher):
@@ -29,3 +32,25 @@ def test_a_cached_repo_id_is_its_snapshot_folder_and_an_uncached_one_says_how_to
     with pytest.raises(ValueError, match="huggingface-cli login") as error:
         pipeline_folder("someone/not-downloaded")
     assert "huggingface-cli download someone/not-downloaded" in str(error.value)
+
+
+@pytest.mark.parametrize("vae_class", [AutoencoderKL, AutoencoderTiny])
+def test_decoding_in_slices_gives_the_same_images_in_slices_of_at_most_the_size(vae_class):
+    torch.manual_seed(0)
+    vae = (AutoencoderKL(block_out_channels=(8, 8), latent_channels=4, layers_per_block=1, norm_num_groups=4)
+           if vae_class is AutoencoderKL else
+           AutoencoderTiny(encoder_block_out_channels=(8, 8), decoder_block_out_channels=(8, 8),
+                           num_encoder_blocks=(1, 1), num_decoder_blocks=(1, 1), latent_channels=4,
+                           upsampling_scaling_factor=2)).eval()
+    latents = torch.randn(7, 4, 4, 6)
+    with torch.no_grad():
+        whole = vae.decode(latents).sample
+        sizes = []
+        vae.decoder.register_forward_pre_hook(  # spy on the decoder: decode is not forward
+            lambda module, args: sizes.append(len(args[0])))
+        decode_in_slices(vae, slice_size=3)
+        sliced = vae.decode(latents)
+        (as_tuple,) = vae.decode(latents, return_dict=False)
+    assert sizes[:3] == [3, 3, 1]
+    torch.testing.assert_close(sliced.sample, whole)
+    torch.testing.assert_close(as_tuple, whole)
