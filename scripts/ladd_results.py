@@ -115,6 +115,9 @@ def speed(teacher: Path, student: Path, batch_size: int, repeats: int, vae: Path
     return lines
 
 
+SECTIONS = ("quality", "speed", "cost")
+
+
 def describe_transformer(model) -> str:
     return f"{model.config.num_layers} blocks, {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters"
 
@@ -161,32 +164,36 @@ def main(argv=None):
     parser.add_argument("--out", default=str(RESULTS_DIR / "ladd-results"))
     parser.add_argument("--batch-size", type=int, default=64, help="training-cost batch (the LADD config's)")
     parser.add_argument("--speed-batch-sizes", default="32,64",
-                        help="prompts per pipeline call, one speed table each (comma-separated). At 64 and above "
-                             "diffusers' Upsample2D makes channels-last activations contiguous (a CUDA workaround), "
-                             "and CPU nearest-upsampling is then several times slower (scripts/vae_fidelity.py)")
+                        help="prompts per pipeline call, one speed table each (comma-separated)")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--samples-per-prompt", type=int, default=1, help="images per held-out prompt (quality)")
     parser.add_argument("--speed-vae", help="the speed table also times both pipelines decoding with this VAE folder "
                                             "(e.g. models/shapes-slim-vae), and with the zoo VAE installed the same way")
-    parser.add_argument("--quality-only", action="store_true", help="skip the speed and training-cost sections")
+    parser.add_argument("--sections", default="quality,speed,cost",
+                        help="which sections to run, comma-separated (e.g. speed,cost for a student not trained yet: "
+                             "neither depends on its weights)")
     parser.add_argument("--train-overrides", nargs="*", default=[],
                         help="--config overrides for the training-cost rows, e.g. distill.weight=0.2 "
                              "distill.guidance_scale=4.0 (the recipe the student was trained with)")
     args = parser.parse_args(argv)
     teacher, student = Path(args.teacher), Path(args.student)
     speed_vae = Path(args.speed_vae) if args.speed_vae else None
+    sections = set(args.sections.split(","))
+    if not sections <= set(SECTIONS):
+        raise SystemExit(f"error: --sections takes {','.join(SECTIONS)}, not {args.sections}")
     print(f"# {platform.node()} · torch {torch.__version__} · {torch.get_num_threads()} threads\n")
-    per_prompt = f", {args.samples_per_prompt} images each" if args.samples_per_prompt > 1 else ""
-    print(f"## Quality on the 256 held-out shapes prompts{per_prompt}\n")
-    print("\n".join(quality(teacher, student, Path(args.out), args.samples_per_prompt)))
-    if args.quality_only:
-        return
-    print("\n## Sampling speed\n")
-    for batch_size in (int(b) for b in args.speed_batch_sizes.split(",")):
-        print("\n".join(speed(teacher, student, batch_size, args.repeats, speed_vae)) + "\n")
-    print("\n## Training cost\n")
-    print("\n".join(training_cost(Path(args.config), teacher, Path(args.data), args.batch_size, args.repeats,
-                                   args.train_overrides, student)))
+    if "quality" in sections:
+        per_prompt = f", {args.samples_per_prompt} images each" if args.samples_per_prompt > 1 else ""
+        print(f"## Quality on the 256 held-out shapes prompts{per_prompt}\n")
+        print("\n".join(quality(teacher, student, Path(args.out), args.samples_per_prompt)))
+    if "speed" in sections:
+        print("\n## Sampling speed\n")
+        for batch_size in (int(b) for b in args.speed_batch_sizes.split(",")):
+            print("\n".join(speed(teacher, student, batch_size, args.repeats, speed_vae)) + "\n")
+    if "cost" in sections:
+        print("\n## Training cost\n")
+        print("\n".join(training_cost(Path(args.config), teacher, Path(args.data), args.batch_size, args.repeats,
+                                       args.train_overrides, student)))
 
 
 if __name__ == "__main__":

@@ -1,10 +1,12 @@
 """scripts/ladd_results.py on the smoke zoo: the training-cost rows for the paper's recipe and a guided L_distill, and the
 speed table."""
 
+import pytest
 from diffusers import SD3Transformer2DModel
 
 from ladd.checkpoint import export_student
 from ladd.paths import CONFIGS_DIR
+from ladd_results import main as ladd_results_main
 from ladd_results import speed, training_cost
 
 
@@ -45,3 +47,15 @@ def test_speed_times_both_pipelines_in_wall_clock_and_cpu_time(smoke_teacher, tm
         assert float(teacher) > 0 and float(student_seconds) > 0
         assert abs(float(wall) - float(teacher) / float(student_seconds)) <= 0.05 * float(wall) + 0.1
         assert float(cpu) > 0
+
+
+def test_sections_runs_only_the_sections_asked_for(smoke_teacher, tmp_path, capsys):
+    student = export_student(smoke_teacher, SD3Transformer2DModel.from_pretrained(smoke_teacher / "transformer"),
+                             tmp_path / "student", link_teacher=True)[0]
+    ladd_results_main(["--teacher", str(smoke_teacher), "--student", str(student), "--sections", "speed",
+                       "--speed-batch-sizes", "2", "--repeats", "1"])
+    out = capsys.readouterr().out
+    assert "## Sampling speed" in out and "Batch of 2 held-out prompts" in out
+    assert "## Quality" not in out and "## Training cost" not in out
+    with pytest.raises(SystemExit, match="--sections takes quality,speed,cost, not speed,colour"):
+        ladd_results_main(["--sections", "speed,colour"])
