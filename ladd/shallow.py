@@ -2,7 +2,7 @@
 
     python -m ladd.shallow --source models/shapes-turbo --drop 2 --out results/students/drop-2
 
-The paper's scaling study (Sec. 5.2) distils students of several sizes, each initialised from a pretrained model of
+The paper's scaling study (Sec. 4.4) distils students of several sizes, each initialised from a pretrained model of
 that size. Where no model of the wanted depth exists, a student can start from a deeper one with whole blocks
 dropped (layer dropping, as BK-SDM and SSD-1B do for U-Nets), and LADD training (`student_from=OUT`) repairs it.
 Which blocks to drop is an empirical question: export a few candidates and rank them on validation prompts
