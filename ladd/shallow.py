@@ -25,7 +25,7 @@ from ladd.paths import MODELS_DIR
 def kept_blocks(num_layers: int, drop: list[int]) -> list[int]:
     """Indices of the blocks that stay; a ValueError for a drop list that is not a set of non-final blocks."""
     if len(set(drop)) != len(drop):
-        raise ValueError(f"--drop lists a block twice: {drop}")
+        raise ValueError(f"the blocks to drop list a block twice: {drop}")
     outside = [i for i in drop if not 0 <= i < num_layers - 1]
     if outside:
         raise ValueError(f"cannot drop block(s) {outside}: the transformer has blocks 0-{num_layers - 1}, and the "

@@ -115,9 +115,6 @@ def speed(teacher: Path, student: Path, batch_size: int, repeats: int, vae: Path
     return lines
 
 
-SECTIONS = ("quality", "speed", "cost")
-
-
 def describe_transformer(model) -> str:
     return f"{model.config.num_layers} blocks, {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters"
 
@@ -153,6 +150,9 @@ def training_cost(config: Path, teacher: Path, data: Path, batch_size: int, repe
         f"| LADD ({ladd_work(cfg, parts)}) | {seconds['ladd']:.3f} |",
         f"| **ratio** | **{seconds['ladd'] / seconds['plain']:.2f}x** |",
     ]
+
+
+SECTIONS = ("quality", "speed", "cost")
 
 
 def main(argv=None):
