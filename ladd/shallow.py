@@ -1,12 +1,19 @@
 """A shallower student, initialised from a deeper transformer with some of its blocks removed.
 
     python -m ladd.shallow --source models/shapes-turbo --drop 2 --out results/students/drop-2
+    python -m ladd.shallow --source models/shapes-turbo --drop 2 --out results/students/drop-2-repaired \
+        --repair-data results/synth/shapes-sd3-t5 --repair-iterations 2000
 
 The paper's scaling study (Sec. 4.4) distils students of several sizes, each initialised from a pretrained model of
 that size. Where no model of the wanted depth exists, a student can start from a deeper one with whole blocks
-dropped (layer dropping, as BK-SDM and SSD-1B do for U-Nets), and LADD training (`student_from=OUT`) repairs it.
-Which blocks to drop is an empirical question: export a few candidates and rank them on validation prompts
+dropped (layer dropping, as BK-SDM and SSD-1B do for U-Nets), and LADD training (`student_from=OUT`) goes on from
+it. Which blocks to drop is an empirical question: export a few candidates and rank them on validation prompts
 (`scripts/ladd_select.py --candidates ...`) before training.
+
+Dropped blocks leave a student that LADD's fresh discriminator heads first pull further down. `--repair-iterations`
+first regresses the shallow student onto the deep one it came from (knowledge distillation, BK-SDM's output loss),
+where the consistency sampler uses it: on the deep model's own 4-step sampling states, its x0 prediction is the
+target. Neither step is in the paper, whose smaller students are pretrained models of their size.
 
 The last block of an SD3 transformer is "context pre-only" (it has no text-stream output), so it always stays.
 """
@@ -14,12 +21,21 @@ The last block of an SD3 transformer is "context pre-only" (it has no text-strea
 from __future__ import annotations
 
 import argparse
+import csv
 import sys
+from pathlib import Path
 
+import torch
+import torch.nn.functional as F
 from diffusers import SD3Transformer2DModel
+from tqdm import tqdm
 
 from ladd.checkpoint import export_student, load_student
+from ladd.conditioning import predict_velocity
+from ladd.data import LatentBuckets
+from ladd.flow import denoise
 from ladd.paths import MODELS_DIR
+from ladd.sampling import STUDENT_TIMESTEPS, consistency_trajectory
 
 
 def kept_blocks(num_layers: int, drop: list[int]) -> list[int]:
@@ -54,6 +70,43 @@ def drop_blocks(transformer: SD3Transformer2DModel, drop: list[int]) -> SD3Trans
     return shallow.to(transformer.dtype).eval()
 
 
+def repair_loss(shallow, deep, batch: dict, generator: torch.Generator) -> torch.Tensor:
+    """Mean squared error between the shallow and the deep model's x0 predictions at the deep model's sampling
+    states: one of the 4-step sampler's timesteps per sample, uniformly (they are every step of the 1-, 2- and
+    4-step samplers)."""
+    conditions = batch["prompt_embeds"], batch["pooled_prompt_embeds"], batch.get("image_latents")
+    noise = torch.randn(batch["latents"].shape, generator=generator, dtype=batch["latents"].dtype)
+    states, targets = consistency_trajectory(deep, noise, *conditions[:2], image_latents=conditions[2],
+                                             generator=generator)
+    step = torch.randint(len(STUDENT_TIMESTEPS), (len(noise),), generator=generator)
+    rows = torch.arange(len(noise))
+    x_t, target = states[step, rows], targets[step, rows]
+    t = torch.tensor(STUDENT_TIMESTEPS, dtype=x_t.dtype)[step]
+    return F.mse_loss(denoise(x_t, t, predict_velocity(shallow, x_t, t, *conditions)), target)
+
+
+def repair(shallow, deep, data: LatentBuckets, iterations: int, batch_size: int = 64, lr: float = 1e-4,
+           seed: int = 0) -> list[float]:
+    """Train `shallow` (in place) on `repair_loss` for `iterations` AdamW steps on the prompts of `data`
+    (`ladd.synth` shards: their text embeddings; the deep model makes its own latents). `deep` never changes.
+    Returns the loss of every iteration."""
+    deep.eval().requires_grad_(False)
+    shallow.train()
+    optimizer = torch.optim.AdamW(shallow.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
+    generator = torch.Generator().manual_seed(seed)
+    losses = []
+    for iteration in (bar := tqdm(range(iterations), desc="repair", mininterval=5)):
+        loss = repair_loss(shallow, deep, data.batch(iteration, batch_size, seed), generator)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(shallow.parameters(), 1.0)
+        optimizer.step()
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
+    shallow.eval()
+    return losses
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", required=True,
@@ -62,13 +115,31 @@ def main(argv=None) -> int:
     parser.add_argument("--teacher", default=str(MODELS_DIR / "shapes-sd3"),
                         help="pipeline folder whose VAE, text encoders and sampling sizes the student shares")
     parser.add_argument("--out", required=True, help="pipeline folder to write")
+    parser.add_argument("--repair-data", help="`ladd.synth` shards whose prompts the repair regresses on")
+    parser.add_argument("--repair-iterations", type=int, default=0,
+                        help="iterations of regression onto the source model before export (0: none)")
+    parser.add_argument("--repair-lr", type=float, default=1e-4)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.repair_iterations < 0 or (args.repair_iterations and not args.repair_data):
+        print("error: --repair-iterations needs --repair-data (ladd.synth shards) and a count >= 0", file=sys.stderr)
+        return 2
     try:
-        shallow = drop_blocks(load_student(args.source), args.drop)
+        deep = load_student(args.source)
+        shallow = drop_blocks(deep, args.drop)
+        data = LatentBuckets(args.repair_data) if args.repair_iterations else None
+        losses = repair(shallow, deep, data, args.repair_iterations, args.batch_size, args.repair_lr,
+                        args.seed) if data else []
         export_student(args.teacher, shallow, args.out, link_teacher=True)
     except (ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if losses:  # beside the weights: how the repair went
+        with open(Path(args.out) / "repair_loss.csv", "w", newline="") as file:
+            csv.writer(file).writerows([("iteration", "loss"), *enumerate(losses)])
+        print(f"repair: loss {sum(losses[:50]) / len(losses[:50]):.4f} over the first 50 iterations, "
+              f"{sum(losses[-50:]) / len(losses[-50:]):.4f} over the last 50")
     print(f"{args.out}: {shallow.config.num_layers} blocks "
           f"({sum(p.numel() for p in shallow.parameters()) / 1e6:.2f}M parameters)")
     return 0

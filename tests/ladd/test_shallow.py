@@ -7,7 +7,8 @@ import torch
 from diffusers import SD3Transformer2DModel
 
 from ladd.checkpoint import export_student
-from ladd.shallow import drop_blocks, kept_blocks
+from ladd.data import LatentBuckets
+from ladd.shallow import drop_blocks, kept_blocks, repair
 from ladd.shallow import main as shallow_main
 
 
@@ -73,3 +74,44 @@ def test_cli_writes_a_4_step_student_folder_sharing_the_teachers_components(smok
     assert "always stays" in capsys.readouterr().err and not (tmp_path / "bad").exists()
     assert shallow_main(["--source", str(tmp_path / "missing"), "--drop", "0", "--out", str(tmp_path / "bad")]) == 2
     assert "has no transformer/ folder" in capsys.readouterr().err
+
+
+def smoke_deep_transformer(smoke_teacher, num_layers=3) -> SD3Transformer2DModel:
+    torch.manual_seed(0)
+    config = dict(SD3Transformer2DModel.load_config(smoke_teacher / "transformer"), num_layers=num_layers)
+    return SD3Transformer2DModel.from_config(config)
+
+
+def test_repair_regresses_the_shallow_model_onto_the_deep_one_which_never_changes(smoke_teacher, smoke_latents):
+    deep = smoke_deep_transformer(smoke_teacher)
+    before = {name: p.clone() for name, p in deep.state_dict().items()}
+    shallow = drop_blocks(deep, [1])
+    start = {name: p.clone() for name, p in shallow.state_dict().items()}
+    losses = repair(shallow, deep, LatentBuckets(smoke_latents), iterations=40, batch_size=8, lr=1e-3)
+    assert len(losses) == 40 and sum(losses[-10:]) < 0.7 * sum(losses[:10])
+    for name, p in deep.state_dict().items():
+        torch.testing.assert_close(p, before[name], rtol=0, atol=0)
+    assert not torch.allclose(shallow.state_dict()["proj_out.weight"], start["proj_out.weight"])
+    assert not shallow.training and not any(p.requires_grad for p in deep.parameters())
+    # the same seed, the same run
+    again = drop_blocks(smoke_deep_transformer(smoke_teacher), [1])
+    other = drop_blocks(smoke_deep_transformer(smoke_teacher), [1])
+    assert (repair(again, deep, LatentBuckets(smoke_latents), iterations=3, batch_size=8, lr=1e-3)
+            == repair(other, deep, LatentBuckets(smoke_latents), iterations=3, batch_size=8, lr=1e-3))
+
+
+def test_cli_repair_writes_the_student_and_its_loss_log(smoke_teacher, smoke_latents, tmp_path, capsys):
+    deep = export_student(smoke_teacher, smoke_deep_transformer(smoke_teacher), tmp_path / "deep")[0]
+    common = ["--source", str(deep), "--drop", "0", "--teacher", str(smoke_teacher)]
+    out = tmp_path / "repaired"
+    assert shallow_main(common + ["--out", str(out), "--repair-data", str(smoke_latents),
+                                  "--repair-iterations", "3", "--batch-size", "4"]) == 0
+    assert "over the last 50" in capsys.readouterr().out
+    rows = (out / "repair_loss.csv").read_text().splitlines()
+    assert rows[0] == "iteration,loss" and len(rows) == 4
+    assert (out / "transformer").is_dir() and (out / "vae").is_symlink()
+    assert shallow_main(common + ["--out", str(tmp_path / "bad"), "--repair-iterations", "3"]) == 2
+    assert "needs --repair-data" in capsys.readouterr().err
+    assert shallow_main(common + ["--out", str(tmp_path / "bad"), "--repair-data", str(tmp_path / "none"),
+                                  "--repair-iterations", "3"]) == 2
+    assert "no shards in" in capsys.readouterr().err and not (tmp_path / "bad").exists()
