@@ -28,6 +28,7 @@ from ladd.sampling import consistency_scheduler_config, read_sampling_defaults, 
 
 CHECKPOINT_FILE = "ladd_checkpoint.json"
 EMA_FILE = "ema.safetensors"
+HEADS_FILE = "model_1.safetensors"  # accelerate's name for the second prepared model: the heads
 
 
 def checkpoint_dir(out: Path, iteration: int) -> Path:

@@ -32,9 +32,10 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from diffusers import SD3Transformer2DModel
 from diffusers.training_utils import EMAModel
+from safetensors.torch import load_file
 from tqdm import tqdm
 
-from ladd.checkpoint import export_student, latest_checkpoint, load_checkpoint, save_checkpoint
+from ladd.checkpoint import HEADS_FILE, export_student, latest_checkpoint, load_checkpoint, save_checkpoint
 from ladd.conditioning import encode_prompts, predict_velocity
 from ladd.config import load_config
 from ladd.data import LatentBuckets, shards_hold
@@ -78,8 +79,10 @@ def init_student(cfg: dict, teacher: SD3Transformer2DModel) -> SD3Transformer2DM
 
 
 def build_discriminator(cfg: dict, features: TeacherFeatures, teacher) -> Discriminator:
+    """Fresh heads, or (`discriminator.init_from`) the trained heads of another run's checkpoint: they judge the
+    teacher's features, so they fit any student of the same teacher, e.g. a shallower one."""
     d = cfg["discriminator"]
-    return Discriminator(
+    disc = Discriminator(
         num_heads=len(features.blocks),
         channels=features.channels,
         pooled_dim=teacher.config.pooled_projection_dim,
@@ -88,6 +91,14 @@ def build_discriminator(cfg: dict, features: TeacherFeatures, teacher) -> Discri
         cmap_dim=d["cmap_dim"],
         use_spectral_norm=d["spectral_norm"],
     )
+    if d["init_from"]:
+        try:
+            disc.load_state_dict(load_file(str(Path(d["init_from"]) / HEADS_FILE)))
+        except RuntimeError:
+            raise TrainingError(f"discriminator.init_from: the heads in {d['init_from']} do not fit this run's "
+                                "(their teacher, blocks, hidden, cmap_dim, cond_dim and spectral_norm must match)"
+                                ) from None
+    return disc
 
 
 def warmup_schedule(optimizer, warmup: int):
@@ -382,6 +393,10 @@ def check_config(cfg: dict) -> None:
     if not Path(cfg["data"]).is_dir():
         raise TrainingError(f"data folder {cfg['data']!r} not found; make it with "
                             f"`python -m ladd.synth --model {cfg['teacher']} --out {cfg['data']} --num N`")
+    init_from = cfg["discriminator"]["init_from"]
+    if init_from and not (Path(init_from) / HEADS_FILE).is_file():
+        raise TrainingError(f"discriminator.init_from: {init_from} holds no heads ({HEADS_FILE}); give a LADD "
+                            "checkpoint folder, e.g. results/ladd/RUN/checkpoints/step-001000")
     if cfg["discriminator"]["loss"] not in ADVERSARIAL_LOSSES:
         raise TrainingError(f"discriminator.loss must be one of {sorted(ADVERSARIAL_LOSSES)}")
     for name in ("iterations", "batch_size", "checkpoint_every", "log_every"):

@@ -258,6 +258,25 @@ def test_kill_and_resume_matches_an_uninterrupted_run(smoke_teacher, smoke_laten
         assert all(torch.equal(a[k], b[k]) for k in a), name
 
 
+def test_heads_can_start_from_another_runs_checkpoint(smoke_teacher, smoke_latents, tmp_path, capsys):
+    """For a shallower student of the same teacher: the heads judge the teacher's features, not the student's."""
+    assert main(smoke_args(smoke_teacher, smoke_latents, tmp_path / "run", "iterations=3")) == 0
+    checkpoint = tmp_path / "run" / "checkpoints" / "step-000003"
+    trained = load_file(str(checkpoint / "model_1.safetensors"))
+    cfg = load_config(SMOKE_CONFIG, [f"teacher={json.dumps(str(smoke_teacher))}",
+                                      f"discriminator.init_from={json.dumps(str(checkpoint))}"])
+    disc = build_training(cfg)["disc"]
+    assert disc.state_dict().keys() == trained.keys()
+    assert all(torch.equal(disc.state_dict()[k], trained[k]) for k in trained)
+    fresh = build_training(load_config(SMOKE_CONFIG, [f"teacher={json.dumps(str(smoke_teacher))}"]))["disc"]
+    assert any(not torch.equal(fresh.state_dict()[k], trained[k]) for k in trained)
+    capsys.readouterr()
+    assert main(smoke_args(smoke_teacher, smoke_latents, tmp_path / "wider", "discriminator.hidden=32",
+                           f"discriminator.init_from={json.dumps(str(checkpoint))}")) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # after the loading progress bars
+    assert last.startswith("error: discriminator.init_from") and "do not fit" in last
+
+
 def test_non_finite_iterations_are_skipped_then_stop_the_run(smoke_teacher, smoke_latents, tmp_path, capsys):
     # a learning rate of 1e30 blows the student up within a couple of iterations
     args = smoke_args(smoke_teacher, smoke_latents, tmp_path / "nan", "student.lr=1e30", "max_grad_norm=1e38",
@@ -273,7 +292,8 @@ def test_non_finite_iterations_are_skipped_then_stop_the_run(smoke_teacher, smok
     [("teacher=\"/nonexistent\"", "not a diffusers pipeline"), ("teacher=\"someone/uncached\"", "huggingface-cli login"),
      ("data=\"/nonexistent\"", "ladd.synth"),
      ("iterations=0", "positive"), ("discriminator.mismatch_weight=-1", "mismatch_weight"),
-     ("paired.weight=-1", "paired.weight"), ("student.probs=[0.5, 0.5]", "probs"), ("nope=1", "unknown config key")],
+     ("paired.weight=-1", "paired.weight"), ("student.probs=[0.5, 0.5]", "probs"), ("nope=1", "unknown config key"),
+     ("discriminator.init_from=\"/nonexistent\"", "holds no heads")],
 )
 def test_bad_configs_are_one_line_errors(smoke_teacher, smoke_latents, tmp_path, capsys, override, message):
     assert main(smoke_args(smoke_teacher, smoke_latents, tmp_path / "bad", override)) == 2
