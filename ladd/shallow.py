@@ -21,7 +21,6 @@ The last block of an SD3 transformer is "context pre-only" (it has no text-strea
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from pathlib import Path
 
@@ -34,6 +33,7 @@ from ladd.checkpoint import export_student, load_student
 from ladd.conditioning import predict_velocity
 from ladd.data import LatentBuckets
 from ladd.flow import denoise
+from ladd.logs import MetricsLog
 from ladd.paths import MODELS_DIR
 from ladd.sampling import STUDENT_TIMESTEPS, consistency_trajectory
 
@@ -74,15 +74,14 @@ def repair_loss(shallow, deep, batch: dict, generator: torch.Generator) -> torch
     """Mean squared error between the shallow and the deep model's x0 predictions at the deep model's sampling
     states: one of the 4-step sampler's timesteps per sample, uniformly (they are every step of the 1-, 2- and
     4-step samplers)."""
-    conditions = batch["prompt_embeds"], batch["pooled_prompt_embeds"], batch.get("image_latents")
+    text, pooled, image = batch["prompt_embeds"], batch["pooled_prompt_embeds"], batch.get("image_latents")
     noise = torch.randn(batch["latents"].shape, generator=generator, dtype=batch["latents"].dtype)
-    states, targets = consistency_trajectory(deep, noise, *conditions[:2], image_latents=conditions[2],
-                                             generator=generator)
+    states, targets = consistency_trajectory(deep, noise, text, pooled, image_latents=image, generator=generator)
     step = torch.randint(len(STUDENT_TIMESTEPS), (len(noise),), generator=generator)
     rows = torch.arange(len(noise))
     x_t, target = states[step, rows], targets[step, rows]
     t = torch.tensor(STUDENT_TIMESTEPS, dtype=x_t.dtype)[step]
-    return F.mse_loss(denoise(x_t, t, predict_velocity(shallow, x_t, t, *conditions)), target)
+    return F.mse_loss(denoise(x_t, t, predict_velocity(shallow, x_t, t, text, pooled, image)), target)
 
 
 def repair(shallow, deep, data: LatentBuckets, iterations: int, batch_size: int = 64, lr: float = 1e-4,
@@ -128,16 +127,16 @@ def main(argv=None) -> int:
     try:
         deep = load_student(args.source)
         shallow = drop_blocks(deep, args.drop)
-        data = LatentBuckets(args.repair_data) if args.repair_iterations else None
-        losses = repair(shallow, deep, data, args.repair_iterations, args.batch_size, args.repair_lr,
-                        args.seed) if data else []
+        losses = repair(shallow, deep, LatentBuckets(args.repair_data), args.repair_iterations, args.batch_size,
+                        args.repair_lr, args.seed) if args.repair_iterations else []
         export_student(args.teacher, shallow, args.out, link_teacher=True)
     except (ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if losses:  # beside the weights: how the repair went
-        with open(Path(args.out) / "repair_loss.csv", "w", newline="") as file:
-            csv.writer(file).writerows([("iteration", "loss"), *enumerate(losses)])
+        log = MetricsLog(Path(args.out) / "repair_loss.csv")
+        for iteration, loss in enumerate(losses):
+            log.write(iteration=iteration, loss=loss)
         print(f"repair: loss {sum(losses[:50]) / len(losses[:50]):.4f} over the first 50 iterations, "
               f"{sum(losses[-50:]) / len(losses[-50:]):.4f} over the last 50")
     print(f"{args.out}: {shallow.config.num_layers} blocks "
