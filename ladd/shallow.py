@@ -3,6 +3,9 @@
     python -m ladd.shallow --source models/shapes-turbo --drop 2 --out results/students/drop-2
     python -m ladd.shallow --source models/shapes-turbo --drop 2 --out results/students/drop-2-repaired \
         --repair-data results/synth/shapes-sd3-t5 --repair-iterations 2000
+    python -m ladd.shallow --source models/shapes-turbo --drop 2 --init results/students/drop-2-repaired \
+        --out results/students/drop-2-repaired-more --repair-data results/synth/shapes-sd3-t5 \
+        --repair-iterations 2000 --seed 1
 
 The paper's scaling study (Sec. 4.4) distils students of several sizes, each initialised from a pretrained model of
 that size. Where no model of the wanted depth exists, a student can start from a deeper one with whole blocks
@@ -13,7 +16,8 @@ it. Which blocks to drop is an empirical question: export a few candidates and r
 Dropped blocks leave a student that LADD's fresh discriminator heads first pull further down. `--repair-iterations`
 first regresses the shallow student onto the deep one it came from (knowledge distillation, BK-SDM's output loss),
 where the consistency sampler uses it: on the deep model's own 4-step sampling states, its x0 prediction is the
-target. Neither step is in the paper, whose smaller students are pretrained models of their size.
+target. `--init` starts from an earlier output of the same drop instead, to repair it further (a fresh optimiser;
+a new `--seed` draws new batches). Neither step is in the paper, whose smaller students are pretrained models of their size.
 
 The last block of an SD3 transformer is "context pre-only" (it has no text-stream output), so it always stays.
 """
@@ -70,6 +74,19 @@ def drop_blocks(transformer: SD3Transformer2DModel, drop: list[int]) -> SD3Trans
     return shallow.to(transformer.dtype).eval()
 
 
+def load_shallow_init(init_dir: str | Path, expected: SD3Transformer2DModel) -> SD3Transformer2DModel:
+    """The transformer of `init_dir` (an earlier `ladd.shallow` output) to go on from; a ValueError unless its
+    architecture is `expected`'s (the same source with the same blocks dropped)."""
+    shallow = load_student(init_dir)
+    differences = sorted(key for key in {**expected.config, **shallow.config} if not key.startswith("_")
+                         and expected.config.get(key) != shallow.config.get(key))
+    if differences:
+        raise ValueError(f"{init_dir}'s transformer is not the source with these blocks dropped (its "
+                         + ", ".join(f"{k} {shallow.config.get(k)} vs {expected.config.get(k)}" for k in differences)
+                         + ")")
+    return shallow
+
+
 def repair_loss(shallow, deep, batch: dict, generator: torch.Generator) -> torch.Tensor:
     """Mean squared error between the shallow and the deep model's x0 predictions at the deep model's sampling
     states: one of the 4-step sampler's timesteps per sample, uniformly (they are every step of the 1-, 2- and
@@ -114,6 +131,8 @@ def main(argv=None) -> int:
     parser.add_argument("--teacher", default=str(MODELS_DIR / "shapes-sd3"),
                         help="pipeline folder whose VAE, text encoders and sampling sizes the student shares")
     parser.add_argument("--out", required=True, help="pipeline folder to write")
+    parser.add_argument("--init", help="start from this earlier output of the same drop (to repair it further) "
+                        "instead of the source's kept blocks")
     parser.add_argument("--repair-data", help="`ladd.synth` shards whose prompts the repair regresses on")
     parser.add_argument("--repair-iterations", type=int, default=0,
                         help="iterations of regression onto the source model before export (0: none)")
@@ -127,6 +146,8 @@ def main(argv=None) -> int:
     try:
         deep = load_student(args.source)
         shallow = drop_blocks(deep, args.drop)
+        if args.init:
+            shallow = load_shallow_init(args.init, shallow)
         losses = repair(shallow, deep, LatentBuckets(args.repair_data), args.repair_iterations, args.batch_size,
                         args.repair_lr, args.seed) if args.repair_iterations else []
         export_student(args.teacher, shallow, args.out, link_teacher=True)

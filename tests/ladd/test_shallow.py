@@ -115,3 +115,26 @@ def test_cli_repair_writes_the_student_and_its_loss_log(smoke_teacher, smoke_lat
     assert shallow_main(common + ["--out", str(tmp_path / "bad"), "--repair-data", str(tmp_path / "none"),
                                   "--repair-iterations", "3"]) == 2
     assert "no shards in" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+
+def test_cli_init_goes_on_from_an_earlier_output_of_the_same_drop(smoke_teacher, smoke_latents, tmp_path, capsys):
+    deep = export_student(smoke_teacher, smoke_deep_transformer(smoke_teacher), tmp_path / "deep")[0]
+    common = ["--source", str(deep), "--drop", "0", "--teacher", str(smoke_teacher),
+              "--repair-data", str(smoke_latents), "--batch-size", "4"]
+    first, more, same = tmp_path / "first", tmp_path / "more", tmp_path / "same"
+    assert shallow_main(common + ["--out", str(first), "--repair-iterations", "3"]) == 0
+    assert shallow_main(common + ["--out", str(same), "--init", str(first), "--repair-iterations", "0"]) == 0
+    assert shallow_main(common + ["--out", str(more), "--init", str(first), "--repair-iterations", "2",
+                                  "--seed", "1"]) == 0
+    weights = {folder: SD3Transformer2DModel.from_pretrained(folder / "transformer").state_dict()
+               for folder in (first, same, more)}
+    for name, tensor in weights[first].items():  # no repair: the earlier output as it was
+        torch.testing.assert_close(weights[same][name], tensor, rtol=0, atol=0)
+    assert not torch.equal(weights[more]["proj_out.weight"], weights[first]["proj_out.weight"])
+    capsys.readouterr()
+    # another drop of the same source has another depth: refused before anything is written
+    assert shallow_main(["--source", str(deep), "--drop", "0", "1", "--teacher", str(smoke_teacher),
+                         "--out", str(tmp_path / "bad"), "--init", str(first)]) == 2
+    error = capsys.readouterr().err
+    assert "is not the source with these blocks dropped" in error and "num_layers 2 vs 1" in error
+    assert len(error.strip().splitlines()) == 1 and not (tmp_path / "bad").exists()
