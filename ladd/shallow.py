@@ -17,7 +17,8 @@ Dropped blocks leave a student that LADD's fresh discriminator heads first pull 
 first regresses the shallow student onto the deep one it came from (knowledge distillation, BK-SDM's output loss),
 where the consistency sampler uses it: on the deep model's own 4-step sampling states, its x0 prediction is the
 target. `--init` starts from an earlier output of the same drop instead, to repair it further (a fresh optimiser;
-a new `--seed` draws new batches). Neither step is in the paper, whose smaller students are pretrained models of their size.
+a new `--seed` draws new batches), and `--repair-schedule cosine` decays the learning rate to zero over a last
+chunk. Neither step is in the paper, whose smaller students are pretrained models of their size.
 
 The last block of an SD3 transformer is "context pre-only" (it has no text-stream output), so it always stays.
 """
@@ -25,6 +26,7 @@ The last block of an SD3 transformer is "context pre-only" (it has no text-strea
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -101,17 +103,30 @@ def repair_loss(shallow, deep, batch: dict, generator: torch.Generator) -> torch
     return F.mse_loss(denoise(x_t, t, predict_velocity(shallow, x_t, t, text, pooled, image)), target)
 
 
+def repair_lr(iteration: int, iterations: int, lr: float, schedule: str = "constant") -> float:
+    """The learning rate of `iteration` (0-based) of a repair of `iterations`: constant, or a cosine decay from
+    `lr` to zero over the run (for a last chunk: a decayed end settles the weights)."""
+    if schedule == "constant":
+        return lr
+    if schedule == "cosine":
+        return lr * 0.5 * (1 + math.cos(math.pi * iteration / iterations))
+    raise ValueError(f"unknown learning-rate schedule {schedule!r} (constant or cosine)")
+
+
 def repair(shallow, deep, data: LatentBuckets, iterations: int, batch_size: int = 64, lr: float = 1e-4,
-           seed: int = 0) -> list[float]:
+           seed: int = 0, lr_schedule: str = "constant") -> list[float]:
     """Train `shallow` (in place) on `repair_loss` for `iterations` AdamW steps on the prompts of `data`
-    (`ladd.synth` shards: their text embeddings; the deep model makes its own latents). `deep` never changes.
-    Returns the loss of every iteration."""
+    (`ladd.synth` shards: their text embeddings; the deep model makes its own latents), at `repair_lr`.
+    `deep` never changes. Returns the loss of every iteration."""
+    repair_lr(0, iterations, lr, lr_schedule)  # a bad schedule fails before any work
     deep.eval().requires_grad_(False)
     shallow.train()
     optimizer = torch.optim.AdamW(shallow.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
     generator = torch.Generator().manual_seed(seed)
     losses = []
     for iteration in (bar := tqdm(range(iterations), desc="repair", mininterval=5)):
+        for group in optimizer.param_groups:
+            group["lr"] = repair_lr(iteration, iterations, lr, lr_schedule)
         loss = repair_loss(shallow, deep, data.batch(iteration, batch_size, seed), generator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -137,6 +152,8 @@ def main(argv=None) -> int:
     parser.add_argument("--repair-iterations", type=int, default=0,
                         help="iterations of regression onto the source model before export (0: none)")
     parser.add_argument("--repair-lr", type=float, default=1e-4)
+    parser.add_argument("--repair-schedule", choices=("constant", "cosine"), default="constant",
+                        help="learning rate over the repair: constant, or a cosine decay to zero")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -149,7 +166,7 @@ def main(argv=None) -> int:
         if args.init:
             shallow = load_shallow_init(args.init, shallow)
         losses = repair(shallow, deep, LatentBuckets(args.repair_data), args.repair_iterations, args.batch_size,
-                        args.repair_lr, args.seed) if args.repair_iterations else []
+                        args.repair_lr, args.seed, args.repair_schedule) if args.repair_iterations else []
         export_student(args.teacher, shallow, args.out, link_teacher=True)
     except (ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -8,7 +8,7 @@ from diffusers import SD3Transformer2DModel
 
 from ladd.checkpoint import export_student
 from ladd.data import LatentBuckets
-from ladd.shallow import drop_blocks, kept_blocks, repair
+from ladd.shallow import drop_blocks, kept_blocks, repair, repair_lr
 from ladd.shallow import main as shallow_main
 
 
@@ -125,7 +125,7 @@ def test_cli_init_goes_on_from_an_earlier_output_of_the_same_drop(smoke_teacher,
     assert shallow_main(common + ["--out", str(first), "--repair-iterations", "3"]) == 0
     assert shallow_main(common + ["--out", str(same), "--init", str(first), "--repair-iterations", "0"]) == 0
     assert shallow_main(common + ["--out", str(more), "--init", str(first), "--repair-iterations", "2",
-                                  "--seed", "1"]) == 0
+                                  "--seed", "1", "--repair-schedule", "cosine"]) == 0
     weights = {folder: SD3Transformer2DModel.from_pretrained(folder / "transformer").state_dict()
                for folder in (first, same, more)}
     for name, tensor in weights[first].items():  # no repair: the earlier output as it was
@@ -138,3 +138,29 @@ def test_cli_init_goes_on_from_an_earlier_output_of_the_same_drop(smoke_teacher,
     error = capsys.readouterr().err
     assert "is not the source with these blocks dropped" in error and "num_layers 2 vs 1" in error
     assert len(error.strip().splitlines()) == 1 and not (tmp_path / "bad").exists()
+
+
+def test_repair_lr_is_constant_or_a_cosine_decay_to_zero():
+    assert [repair_lr(i, 4, 1e-4) for i in range(4)] == [1e-4] * 4
+    cosine = [repair_lr(i, 100, 1e-4, "cosine") for i in range(100)]
+    assert cosine[0] == 1e-4 and cosine[50] == pytest.approx(0.5e-4) and 0 < cosine[-1] < 1e-7
+    assert all(a > b for a, b in zip(cosine, cosine[1:]))
+    with pytest.raises(ValueError, match="unknown learning-rate schedule 'step'"):
+        repair_lr(0, 4, 1e-4, "step")
+
+
+def test_repair_steps_at_its_schedules_learning_rate(smoke_teacher, smoke_latents, monkeypatch):
+    deep = smoke_deep_transformer(smoke_teacher)
+    seen, step = [], torch.optim.AdamW.step
+
+    def recording_step(optimizer, *args, **kwargs):
+        seen.append(optimizer.param_groups[0]["lr"])
+        return step(optimizer, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", recording_step)
+    repair(drop_blocks(deep, [1]), deep, LatentBuckets(smoke_latents), iterations=3, batch_size=4, lr=1e-3,
+           lr_schedule="cosine")
+    assert seen == [repair_lr(i, 3, 1e-3, "cosine") for i in range(3)] and seen[0] > seen[1] > seen[2]
+    with pytest.raises(ValueError, match="unknown learning-rate schedule"):
+        repair(drop_blocks(deep, [1]), deep, LatentBuckets(smoke_latents), iterations=3, lr_schedule="linear")
+    assert len(seen) == 3  # refused before any step
