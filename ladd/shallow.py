@@ -109,7 +109,7 @@ def repair_lr(iteration: int, iterations: int, lr: float, schedule: str = "const
     if schedule == "constant":
         return lr
     if schedule == "cosine":
-        return lr * 0.5 * (1 + math.cos(math.pi * iteration / iterations))
+        return lr * 0.5 * (1 + math.cos(math.pi * iteration / max(iterations, 1)))
     raise ValueError(f"unknown learning-rate schedule {schedule!r} (constant or cosine)")
 
 
