@@ -17,8 +17,9 @@ Dropped blocks leave a student that LADD's fresh discriminator heads first pull 
 first regresses the shallow student onto the deep one it came from (knowledge distillation, BK-SDM's output loss),
 where the consistency sampler uses it: on the deep model's own 4-step sampling states, its x0 prediction is the
 target. `--init` starts from an earlier output of the same drop instead, to repair it further (a fresh optimiser;
-a new `--seed` draws new batches), and `--repair-schedule cosine` decays the learning rate to zero over a last
-chunk. Neither step is in the paper, whose smaller students are pretrained models of their size.
+a new `--seed` draws new batches), `--repair-schedule cosine` decays the learning rate to zero over a last
+chunk, and `--repair-step-probs 0.7 0.1 0.1 0.1` favours t = 1, the 1-step sampler's only step, as LADD's
+timestep schedule does. Neither step is in the paper, whose smaller students are pretrained models of their size.
 
 The last block of an SD3 transformer is "context pre-only" (it has no text-stream output), so it always stays.
 """
@@ -42,6 +43,7 @@ from ladd.flow import denoise
 from ladd.logs import MetricsLog
 from ladd.paths import MODELS_DIR
 from ladd.sampling import STUDENT_TIMESTEPS, consistency_trajectory
+from ladd.schedule import StudentTimestepSchedule
 
 
 def kept_blocks(num_layers: int, drop: list[int]) -> list[int]:
@@ -89,14 +91,19 @@ def load_shallow_init(init_dir: str | Path, expected: SD3Transformer2DModel) -> 
     return shallow
 
 
-def repair_loss(shallow, deep, batch: dict, generator: torch.Generator) -> torch.Tensor:
+def repair_loss(shallow, deep, batch: dict, generator: torch.Generator,
+                step_probs: tuple[float, ...] | None = None) -> torch.Tensor:
     """Mean squared error between the shallow and the deep model's x0 predictions at the deep model's sampling
-    states: one of the 4-step sampler's timesteps per sample, uniformly (they are every step of the 1-, 2- and
-    4-step samplers)."""
+    states: one of the 4-step sampler's timesteps per sample (they are every step of the 1-, 2- and 4-step
+    samplers), uniformly or with probabilities `step_probs` (e.g. LADD's (0.7, 0.1, 0.1, 0.1), which favours t = 1:
+    the 1-step sampler's only step)."""
     text, pooled, image = batch["prompt_embeds"], batch["pooled_prompt_embeds"], batch.get("image_latents")
     noise = torch.randn(batch["latents"].shape, generator=generator, dtype=batch["latents"].dtype)
     states, targets = consistency_trajectory(deep, noise, text, pooled, image_latents=image, generator=generator)
-    step = torch.randint(len(STUDENT_TIMESTEPS), (len(noise),), generator=generator)
+    if step_probs is None:  # drawn as the repairs recorded in docs/ladd-results.md drew it, so they replay exactly
+        step = torch.randint(len(STUDENT_TIMESTEPS), (len(noise),), generator=generator)
+    else:
+        step = torch.multinomial(torch.tensor(step_probs), len(noise), replacement=True, generator=generator)
     rows = torch.arange(len(noise))
     x_t, target = states[step, rows], targets[step, rows]
     t = torch.tensor(STUDENT_TIMESTEPS, dtype=x_t.dtype)[step]
@@ -114,11 +121,14 @@ def repair_lr(iteration: int, iterations: int, lr: float, schedule: str = "const
 
 
 def repair(shallow, deep, data: LatentBuckets, iterations: int, batch_size: int = 64, lr: float = 1e-4,
-           seed: int = 0, lr_schedule: str = "constant") -> list[float]:
+           seed: int = 0, lr_schedule: str = "constant", step_probs: tuple[float, ...] | None = None) -> list[float]:
     """Train `shallow` (in place) on `repair_loss` for `iterations` AdamW steps on the prompts of `data`
     (`ladd.synth` shards: their text embeddings; the deep model makes its own latents), at `repair_lr`.
     `deep` never changes. Returns the loss of every iteration."""
-    repair_lr(0, iterations, lr, lr_schedule)  # a bad schedule fails before any work
+    # a bad schedule or step distribution fails before any work
+    repair_lr(0, iterations, lr, lr_schedule)
+    if step_probs is not None:
+        StudentTimestepSchedule(STUDENT_TIMESTEPS, probs=tuple(step_probs), switch_at=0)
     deep.eval().requires_grad_(False)
     shallow.train()
     optimizer = torch.optim.AdamW(shallow.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
@@ -127,7 +137,7 @@ def repair(shallow, deep, data: LatentBuckets, iterations: int, batch_size: int 
     for iteration in (bar := tqdm(range(iterations), desc="repair", mininterval=5)):
         for group in optimizer.param_groups:
             group["lr"] = repair_lr(iteration, iterations, lr, lr_schedule)
-        loss = repair_loss(shallow, deep, data.batch(iteration, batch_size, seed), generator)
+        loss = repair_loss(shallow, deep, data.batch(iteration, batch_size, seed), generator, step_probs)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(shallow.parameters(), 1.0)
@@ -154,6 +164,9 @@ def main(argv=None) -> int:
     parser.add_argument("--repair-lr", type=float, default=1e-4)
     parser.add_argument("--repair-schedule", choices=("constant", "cosine"), default="constant",
                         help="learning rate over the repair: constant, or a cosine decay to zero")
+    parser.add_argument("--repair-step-probs", type=float, nargs=len(STUDENT_TIMESTEPS), metavar="P",
+                        help=f"how often the repair draws each of the timesteps {STUDENT_TIMESTEPS} (default: "
+                        "uniformly), e.g. 0.7 0.1 0.1 0.1 to favour the 1-step sampler")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -166,7 +179,8 @@ def main(argv=None) -> int:
         if args.init:
             shallow = load_shallow_init(args.init, shallow)
         losses = repair(shallow, deep, LatentBuckets(args.repair_data), args.repair_iterations, args.batch_size,
-                        args.repair_lr, args.seed, args.repair_schedule) if args.repair_iterations else []
+                        args.repair_lr, args.seed, args.repair_schedule, args.repair_step_probs
+                        ) if args.repair_iterations else []
         export_student(args.teacher, shallow, args.out, link_teacher=True)
     except (ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -4,11 +4,15 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 from diffusers import SD3Transformer2DModel
 
 from ladd.checkpoint import export_student
+from ladd.conditioning import predict_velocity
 from ladd.data import LatentBuckets
-from ladd.shallow import drop_blocks, kept_blocks, repair, repair_lr
+from ladd.flow import denoise
+from ladd.sampling import consistency_trajectory
+from ladd.shallow import drop_blocks, kept_blocks, repair, repair_loss, repair_lr
 from ladd.shallow import main as shallow_main
 
 
@@ -164,3 +168,23 @@ def test_repair_steps_at_its_schedules_learning_rate(smoke_teacher, smoke_latent
     with pytest.raises(ValueError, match="unknown learning-rate schedule"):
         repair(drop_blocks(deep, [1]), deep, LatentBuckets(smoke_latents), iterations=3, lr_schedule="linear")
     assert len(seen) == 3  # refused before any step
+
+
+def test_repair_loss_draws_its_timesteps_with_step_probs(smoke_teacher, smoke_latents):
+    deep = smoke_deep_transformer(smoke_teacher)
+    shallow = drop_blocks(deep, [1])
+    batch = LatentBuckets(smoke_latents).batch(0, 4, 0)
+    text, pooled = batch["prompt_embeds"], batch["pooled_prompt_embeds"]
+    with torch.no_grad():
+        def loss(step_probs):
+            return repair_loss(shallow, deep, batch, torch.Generator().manual_seed(0), step_probs).item()
+
+        # every sample at t = 1: the state is the noise, the target the deep model's 1-step x0 from it
+        noise = torch.randn(batch["latents"].shape, generator=torch.Generator().manual_seed(0))
+        states, targets = consistency_trajectory(deep, noise, text, pooled, generator=torch.Generator())
+        t = torch.ones(len(noise))
+        by_hand = F.mse_loss(denoise(noise, t, predict_velocity(shallow, noise, t, text, pooled, None)), targets[0])
+        assert loss((1.0, 0.0, 0.0, 0.0)) == pytest.approx(by_hand.item(), rel=1e-5)
+        assert loss((0.0, 0.0, 0.0, 1.0)) != pytest.approx(by_hand.item(), rel=1e-3)
+    with pytest.raises(ValueError, match="probs must be 4 non-negative numbers summing to 1"):
+        repair(shallow, deep, LatentBuckets(smoke_latents), iterations=2, step_probs=(0.5, 0.5, 0.5, 0.5))
