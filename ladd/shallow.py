@@ -27,7 +27,6 @@ The last block of an SD3 transformer is "context pre-only" (it has no text-strea
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
@@ -44,6 +43,7 @@ from ladd.logs import MetricsLog
 from ladd.paths import MODELS_DIR
 from ladd.sampling import STUDENT_TIMESTEPS, consistency_trajectory
 from ladd.schedule import StudentTimestepSchedule
+from ladd.shapes.optim import cosine_lr
 
 
 def kept_blocks(num_layers: int, drop: list[int]) -> list[int]:
@@ -116,7 +116,7 @@ def repair_lr(iteration: int, iterations: int, lr: float, schedule: str = "const
     if schedule == "constant":
         return lr
     if schedule == "cosine":
-        return lr * 0.5 * (1 + math.cos(math.pi * iteration / max(iterations, 1)))
+        return lr * cosine_lr(iteration, iterations, warmup=0, final_fraction=0.0)
     raise ValueError(f"unknown learning-rate schedule {schedule!r} (constant or cosine)")
 
 
