@@ -15,6 +15,8 @@ Prints markdown (docs/ladd-results.md holds this script's output).
 from __future__ import annotations
 
 import argparse
+import collections
+import contextlib
 import json
 import platform
 import statistics
@@ -64,10 +66,62 @@ def seconds_per_image(pipe, prompts, kwargs) -> tuple[float, float]:
     return (time.perf_counter() - wall) / len(prompts), (time.process_time() - cpu) / len(prompts)
 
 
+# stage -> (method, the pipeline component that owns it; None: the pipeline itself)
+STAGES = {"prompt encoding (tokenisers + text encoders)": ("encode_prompt", None),
+          "transformer": ("forward", "transformer"),
+          "VAE decode": ("decode", "vae")}
+
+
+@contextlib.contextmanager
+def stage_timer(pipe):
+    """Wall-clock seconds each stage of `pipe`'s calls spends while the block runs (STAGES: the pipeline's
+    `encode_prompt`, every transformer forward, the VAE decode), by wrapping those methods on the instances and
+    restoring them after. What a whole call spends beyond them (latent preparation, scheduler steps,
+    post-processing to PIL) is its wall clock minus their sum."""
+    spent = collections.Counter()
+    restore = []
+    for stage, (method, component) in STAGES.items():
+        owner = pipe if component is None else getattr(pipe, component)
+        original = getattr(owner, method)
+        restore.append((owner, method, vars(owner).get(method)))  # an instance attribute (a sliced decode) or none
+
+        def timed(*args, _original=original, _stage=stage, **kwargs):
+            started = time.perf_counter()
+            try:
+                return _original(*args, **kwargs)
+            finally:
+                spent[_stage] += time.perf_counter() - started
+
+        setattr(owner, method, timed)
+    try:
+        yield spent
+    finally:
+        for owner, method, instance_attribute in restore:
+            if instance_attribute is None:
+                delattr(owner, method)
+            else:
+                setattr(owner, method, instance_attribute)
+
+
+def stage_table(stages: dict[str, list[dict]], walls: dict[str, list[float]], label: str, batch_size: int) -> list[str]:
+    """Milliseconds per image in each stage, median over the repeats, for the teacher and the student."""
+    median = {name: {stage: 1000 * statistics.median(s.get(stage, 0.0) for s in samples) / batch_size
+                     for stage in STAGES} for name, samples in stages.items()}
+    whole = {name: 1000 * statistics.median(samples) for name, samples in walls.items()}
+    lines = [f"Where the time goes ({label}; milliseconds per image, median of the same repeats):", "",
+             "| stage | teacher | student |", "|---|---|---|"]
+    lines += [f"| {stage} | {median['teacher'][stage]:.2f} | {median['student'][stage]:.2f} |" for stage in STAGES]
+    rest = {name: whole[name] - sum(median[name].values()) for name in whole}
+    lines.append(f"| the rest of the call | {rest['teacher']:.2f} | {rest['student']:.2f} |")
+    lines.append(f"| whole call | {whole['teacher']:.2f} | {whole['student']:.2f} |")
+    return lines
+
+
 def speed(teacher: Path, student: Path, batch_size: int, repeats: int, vae: Path | None = None) -> list[str]:
     """Seconds per image for the whole pipeline (text encoding, denoising, VAE decode) and for text encoding +
     denoising alone (`output_type="latent"`): at 64 px the VAE decode is a fixed cost that both samplers pay.
-    With `vae` (e.g. models/shapes-slim-vae), also the whole pipeline with both decoding through it.
+    With `vae` (e.g. models/shapes-slim-vae), also the whole pipeline with both decoding through it. Last, where the
+    time of the last whole-pipeline row goes, stage by stage (`stage_timer`, over the same timed calls).
 
     The speed-up is in wall-clock time; beside it, in CPU time: on a shared machine the time other tenants take
     (CPU steal, waiting for a core) inflates the wall clock of a 0.7 s student call and a 10 s teacher call
@@ -91,11 +145,14 @@ def speed(teacher: Path, student: Path, batch_size: int, repeats: int, vae: Path
     for pipe, kwargs in setups.values():  # warm-up
         seconds_per_image(pipe, prompts, kwargs)
     times = {(name, label): [] for name in ("teacher", "student") for label in rows}
+    stages = {key: [] for key in times}
     for _ in range(repeats):
         for (name, label), samples in times.items():
             output, vae_dir = rows[label]
             pipe, kwargs = setups[(name, vae_dir)]
-            samples.append(seconds_per_image(pipe, prompts, {**kwargs, "output_type": output}))
+            with stage_timer(pipe) as spent:
+                samples.append(seconds_per_image(pipe, prompts, {**kwargs, "output_type": output}))
+            stages[(name, label)].append(dict(spent))
     median = {key: statistics.median(wall for wall, _ in samples) for key, samples in times.items()}
     median_cpu = {key: statistics.median(cpu for _, cpu in samples) for key, samples in times.items()}
     describe = {n: f"{k['num_inference_steps']} steps, guidance {k['guidance_scale']}"
@@ -112,6 +169,10 @@ def speed(teacher: Path, student: Path, batch_size: int, repeats: int, vae: Path
         t, s = median[("teacher", label)], median[("student", label)]
         cpu_ratio = median_cpu[("teacher", label)] / median_cpu[("student", label)]
         lines.append(f"| {label} | {t:.4f} | {s:.4f} | **{t / s:.1f}x** | {cpu_ratio:.1f}x |")
+    last_decoding = [label for label, (output, _) in rows.items() if output == "pil"][-1]
+    lines += ["", *stage_table({n: stages[(n, last_decoding)] for n in ("teacher", "student")},
+                               {n: [wall for wall, _ in times[(n, last_decoding)]] for n in ("teacher", "student")},
+                               last_decoding, batch_size)]
     return lines
 
 

@@ -1,13 +1,17 @@
 """scripts/ladd_results.py on the smoke zoo: the training-cost rows for the paper's recipe and a guided L_distill, and the
-speed table."""
+speed table with its breakdown by stage."""
+
+import time
 
 import pytest
 from diffusers import SD3Transformer2DModel
 
 from ladd.checkpoint import export_student
 from ladd.paths import CONFIGS_DIR
+from ladd.pipelines import load_pipeline, swap_vae
+from ladd.sampling import read_sampling_defaults
+from ladd_results import STAGES, speed, stage_timer, training_cost
 from ladd_results import main as ladd_results_main
-from ladd_results import speed, training_cost
 
 
 def ratio(lines: list[str]) -> float:
@@ -47,6 +51,32 @@ def test_speed_times_both_pipelines_in_wall_clock_and_cpu_time(smoke_teacher, tm
         assert float(teacher) > 0 and float(student_seconds) > 0
         assert abs(float(wall) - float(teacher) / float(student_seconds)) <= 0.05 * float(wall) + 0.1
         assert float(cpu) > 0
+    breakdown = lines[lines.index("| stage | teacher | student |"):]
+    cells = {row.split("|")[1].strip(): [float(c) for c in row.split("|")[2:4]] for row in breakdown[2:]}
+    assert list(cells) == [*STAGES, "the rest of the call", "whole call"]
+    parts = [cells[stage] for stage in [*STAGES, "the rest of the call"]]
+    for who in (0, 1):  # teacher, student: the stages and the rest add up to the whole call
+        assert sum(part[who] for part in parts) == pytest.approx(cells["whole call"][who], abs=0.02)
+        assert all(cells[stage][who] > 0 for stage in STAGES)
+
+
+def test_stage_timer_times_each_stage_within_the_call_and_restores_the_pipeline(smoke_teacher):
+    pipe = load_pipeline(smoke_teacher)
+    swap_vae(pipe, smoke_teacher / "vae")  # the decode becomes an instance attribute (sliced), as in the speed rows
+    pipe.set_progress_bar_config(disable=True)
+    sliced_decode = pipe.vae.decode
+    defaults = read_sampling_defaults(smoke_teacher)
+    size = {"height": defaults["height"], "width": defaults["width"]}
+    with stage_timer(pipe) as spent:
+        started = time.perf_counter()
+        pipe(["a red circle", "two blue squares"], num_inference_steps=3, guidance_scale=2.0, **size)
+        wall = time.perf_counter() - started
+    assert set(spent) == set(STAGES) and all(seconds > 0 for seconds in spent.values())
+    assert sum(spent.values()) <= wall
+    assert pipe.vae.decode is sliced_decode
+    assert "forward" not in vars(pipe.transformer) and "encode_prompt" not in vars(pipe)
+    pipe(["a red circle"], num_inference_steps=1, **size)
+    assert sum(spent.values()) <= wall  # restored: later calls are not counted
 
 
 def test_sections_runs_only_the_sections_asked_for(smoke_teacher, tmp_path, capsys):
