@@ -22,6 +22,7 @@ import platform
 import statistics
 import time
 from pathlib import Path
+from unittest import mock
 
 import ladd  # noqa: F401  (before torch: sets OMP_WAIT_POLICY, see ladd/__init__.py)
 import torch
@@ -75,32 +76,25 @@ STAGES = {"prompt encoding (tokenisers + text encoders)": ("encode_prompt", None
 @contextlib.contextmanager
 def stage_timer(pipe):
     """Wall-clock seconds each stage of `pipe`'s calls spends while the block runs (STAGES: the pipeline's
-    `encode_prompt`, every transformer forward, the VAE decode), by wrapping those methods on the instances and
-    restoring them after. What a whole call spends beyond them (latent preparation, scheduler steps,
-    post-processing to PIL) is its wall clock minus their sum."""
+    `encode_prompt`, every transformer forward, the VAE decode), by patching those methods on the instances for the
+    block. What a whole call spends beyond them (latent preparation, scheduler steps, post-processing to PIL) is its
+    wall clock minus their sum."""
     spent = collections.Counter()
-    restore = []
-    for stage, (method, component) in STAGES.items():
-        owner = pipe if component is None else getattr(pipe, component)
-        original = getattr(owner, method)
-        restore.append((owner, method, vars(owner).get(method)))  # an instance attribute (a sliced decode) or none
 
-        def timed(*args, _original=original, _stage=stage, **kwargs):
+    def timed(stage, original):
+        def wrapper(*args, **kwargs):
             started = time.perf_counter()
             try:
-                return _original(*args, **kwargs)
+                return original(*args, **kwargs)
             finally:
-                spent[_stage] += time.perf_counter() - started
+                spent[stage] += time.perf_counter() - started
+        return wrapper
 
-        setattr(owner, method, timed)
-    try:
+    with contextlib.ExitStack() as patches:  # mock restores an instance attribute (a sliced decode) or removes its own
+        for stage, (method, component) in STAGES.items():
+            owner = pipe if component is None else getattr(pipe, component)
+            patches.enter_context(mock.patch.object(owner, method, timed(stage, getattr(owner, method))))
         yield spent
-    finally:
-        for owner, method, instance_attribute in restore:
-            if instance_attribute is None:
-                delattr(owner, method)
-            else:
-                setattr(owner, method, instance_attribute)
 
 
 def stage_table(stages: dict[str, list[dict]], walls: dict[str, list[float]], label: str, batch_size: int) -> list[str]:
