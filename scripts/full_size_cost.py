@@ -36,6 +36,7 @@ from accelerate import Accelerator
 from diffusers import AutoencoderKL, AutoencoderTiny, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
 from transformers import CLIPTextConfig, CLIPTextModelWithProjection, T5Config, T5EncoderModel
 
+from bench.timing import alternating_medians, ladd_work, plain_iteration
 from ladd.checkpoint import student_pipeline
 from ladd.conditioning import encode_prompts
 from ladd.config import load_config
@@ -43,8 +44,6 @@ from ladd.paths import CONFIGS_DIR, REPO_ROOT
 from ladd.pipelines import latent_downsampling, swap_vae
 from ladd.shapes.zoo import build_tokenizer
 from ladd.train import assemble_training, freeze, init_student, ladd_iteration, split_parts
-
-from cost import alternating_medians, ladd_work, plain_iteration
 
 # Published architectures (the diffusers / transformers configs of stabilityai/stable-diffusion-3-medium-diffusers),
 # and a miniature of the same shape for the tests.

@@ -28,6 +28,7 @@ import ladd  # noqa: F401  (before torch: sets OMP_WAIT_POLICY, see ladd/__init_
 import torch
 from accelerate import Accelerator
 
+from bench.timing import alternating_medians, ladd_work, plain_iteration
 from ladd.config import load_config
 from ladd.data import LatentBuckets
 from ladd.paths import CONFIGS_DIR, REPO_ROOT, RESULTS_DIR
@@ -36,7 +37,6 @@ from ladd.sampling import read_sampling_defaults
 from ladd.shapes.heldout import load_heldout
 from ladd.train import build_training, ladd_iteration, split_parts
 
-from cost import alternating_medians, ladd_work, plain_iteration
 from shapes_scores import score_row, shapes_scores
 
 

@@ -17,6 +17,7 @@ import ladd  # noqa: F401  (before torch: sets OMP_WAIT_POLICY, see ladd/__init_
 import numpy as np
 import torch
 
+from bench.timing import alternating_medians
 from ladd.conditioning import encode_prompts
 from ladd.losses import diffusion_loss
 from ladd.paths import REPO_ROOT
@@ -24,8 +25,6 @@ from ladd.pipelines import load_pipeline
 from ladd.shapes.build import PromptTable
 from ladd.shapes.grammar import sample_scene, scene_to_prompt
 from ladd.shapes.zoo import max_sequence_length
-
-from cost import alternating_medians
 
 
 def main(argv=None):

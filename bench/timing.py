@@ -1,5 +1,5 @@
-"""Timing shared by the cost scripts (ladd_results.py, full_size_cost.py, teacher_step_cost.py): steps timed in
-turn in one process, and the plain fine-tuning iteration that a LADD iteration's cost is stated against."""
+"""Timing shared by the cost scripts (`scripts/ladd_results.py`, `scripts/full_size_cost.py`): steps timed in turn
+in one process, and the plain fine-tuning iteration that a LADD iteration's cost is stated against."""
 
 from __future__ import annotations
 
@@ -41,6 +41,4 @@ def ladd_work(cfg: dict, parts: dict) -> str:
         work += ", L_distill" + (" with the teacher's unconditional forward" if parts["unconditional"] is not None else "")
     if cfg["discriminator"]["mismatch_weight"] > 0:
         work += ", matching-aware term (teacher on real under a neighbour's prompt)"
-    if cfg["paired"]["weight"] > 0:
-        work += ", paired loss at t = 1 (no extra forward)"
     return work
