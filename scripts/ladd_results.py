@@ -28,6 +28,7 @@ import ladd  # noqa: F401  (before torch: sets OMP_WAIT_POLICY, see ladd/__init_
 import torch
 from accelerate import Accelerator
 
+from bench.select import score_row, shapes_scores
 from bench.timing import alternating_medians, ladd_work, plain_iteration
 from ladd.config import load_config
 from ladd.data import LatentBuckets
@@ -36,8 +37,6 @@ from ladd.pipelines import load_pipeline, swap_vae
 from ladd.sampling import read_sampling_defaults
 from ladd.shapes.heldout import load_heldout
 from ladd.train import build_training, ladd_iteration, split_parts
-
-from shapes_scores import score_row, shapes_scores
 
 
 def quality(teacher: Path, student: Path, out: Path, samples_per_prompt: int = 1) -> list[str]:

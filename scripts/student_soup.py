@@ -27,9 +27,9 @@ from pathlib import Path
 
 import torch
 
+from bench.select import SAMPLERS, validation_accuracy
 from ladd.checkpoint import CHECKPOINT_FILE, export_student, load_student
 from ladd.paths import MODELS_DIR, RESULTS_DIR
-from ladd_select import SAMPLERS, validation_accuracy
 
 
 def check_weights(count: int, weights: list[float]) -> None:

@@ -25,8 +25,8 @@ import matplotlib.pyplot as plt
 from diffusers import SD3Transformer2DModel
 from safetensors.torch import load_file
 
+from bench.select import CATEGORIES, score_row, shapes_scores
 from ladd.paths import REPO_ROOT, RESULTS_DIR
-from shapes_scores import CATEGORIES, score_row, shapes_scores
 
 
 def snapshot_pipeline(teacher: Path, weights: Path, out: Path) -> Path:

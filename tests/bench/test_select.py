@@ -1,11 +1,15 @@
-"""scripts/ladd_select.py on student folders (soups, earlier exports): the rule and the export, on the smoke zoo."""
+"""bench.select on student folders (earlier exports, soups): the rule and the export, on the smoke zoo."""
+
+import subprocess
+import sys
 
 import pytest
 import torch
 from diffusers import SD3Transformer2DModel
 
+from bench.errors import BenchError
+from bench.select import main as select_main
 from ladd.checkpoint import export_student
-from ladd_select import main as select_main
 
 
 def perturbed_student(teacher, out, seed):
@@ -20,13 +24,13 @@ def perturbed_student(teacher, out, seed):
 def test_select_among_folders_exports_the_best_mean(smoke_teacher, tmp_path, capsys):
     folders = [perturbed_student(smoke_teacher, tmp_path / name, seed) for seed, name in enumerate(["a", "b"])]
     export = tmp_path / "chosen"
-    select_main(["--candidates", *map(str, folders), "--teacher", str(smoke_teacher), "--limit", "4",
-                 "--out", str(tmp_path / "select"), "--export", str(export)])
+    assert select_main(["--candidates", *map(str, folders), "--teacher", str(smoke_teacher), "--limit", "4",
+                        "--out", str(tmp_path / "select"), "--export", str(export)]) == 0
     printed = capsys.readouterr().out
     rows = {line.split(" | ")[0].lstrip("| "): float(line.split(" | ")[4])
             for line in printed.splitlines() if line.startswith(f"| {tmp_path}")}
     assert len(rows) == 2 and "the first 4 validation prompts" in printed
-    best = max(rows, key=rows.get)  # ties go to the first, as in the script
+    best = max(rows, key=rows.get)  # ties go to the first, as in the rule
     assert f"chosen: {best}" in printed
     chosen = SD3Transformer2DModel.from_pretrained(export / "transformer").state_dict()
     expected = SD3Transformer2DModel.from_pretrained(f"{best}/transformer").state_dict()
@@ -40,5 +44,12 @@ def test_select_among_folders_exports_the_best_mean(smoke_teacher, tmp_path, cap
     (["--run", "{tmp}"], "no checkpoints"),
 ])
 def test_select_refuses_what_it_cannot_choose_from(args, message, tmp_path):
-    with pytest.raises(SystemExit, match=message):
+    with pytest.raises(BenchError, match=message):
         select_main([a.format(tmp=tmp_path) for a in args] + ["--out", str(tmp_path / "select")])
+
+
+def test_a_bad_argument_is_one_line_and_exit_code_2(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "bench.select", "--run", str(tmp_path), "--from", "soon"],
+                          capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr.startswith("python -m bench.select: error: argument --from") and done.stderr.count("\n") == 1
