@@ -13,19 +13,13 @@ import os
 import sys
 from pathlib import Path
 
-from bench.errors import BenchError, run_cli
+from bench.errors import BenchError
 from bench.masks import POLICY_CHOICES
 from bench.runfolder import CONFIG, MANIFEST, read_json, write_json
 from bench.suites import SUITES
+from ladd.cli import OneLineParser, run_cli
 
 PROG = "python -m bench.run"
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse whose errors are a single line (`prog: error: ...`, exit code 2) instead of usage + error."""
-
-    def error(self, message: str):
-        raise BenchError(f"{message} (see --help)")
 
 
 def _number(kind: type, minimum: float, description: str):

@@ -16,7 +16,6 @@ choice); the shapes suite uses the shapes world's CLIP (`models/shapes-clip/`). 
 
 from __future__ import annotations
 
-import argparse
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -26,10 +25,12 @@ import pandas as pd
 from PIL import Image
 
 from bench.backbones import CLIPBackbone, CLIPChoice, alexnet_weights, inception_weights, shapes_clip
-from bench.errors import BenchError, run_cli
+from bench.errors import BenchError
 from bench.runfolder import CONFIG, KEY, MANIFEST, SCORES, atomic_write, read_json, read_manifest, write_json
 from bench.suites import EDITING, INPAINTING, SUITES, TEXT_TO_IMAGE, is_shapes_suite
+from ladd.cli import OneLineParser, run_cli
 
+PROG = "python -m bench.score"
 PER_IMAGE = "scores_per_image.parquet"
 CHUNK = 64  # images held in memory at once (a full Parti run at 1024 px would not fit)
 
@@ -257,10 +258,8 @@ def format_scores(scores: dict, suites: list[str] | None = None) -> str:
     return "\n\n".join(blocks)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from bench.run import OneLineParser
-
-    parser = OneLineParser(prog="python -m bench.score", description=__doc__.splitlines()[0])
+def build_parser() -> OneLineParser:
+    parser = OneLineParser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("run", help="the run folder (results/RUN)")
     parser.add_argument("--clip", default=None,
                         help="CLIP for CLIP metrics: a Hugging Face CLIP folder or an open_clip ViT-g-14 weights file "
@@ -286,4 +285,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    run_cli(main, "python -m bench.score")
+    run_cli(main, PROG)

@@ -7,7 +7,7 @@ import sys
 import pandas as pd
 import pytest
 
-from bench.errors import run_cli
+from ladd.cli import run_cli
 from bench.run import PROG, main
 from tests.bench.conftest import run_module
 

@@ -147,7 +147,7 @@ def test_not_a_run_folder(tmp_path):
 def score_cli(monkeypatch, capsys, *argv):
     import sys
 
-    from bench.errors import run_cli
+    from ladd.cli import run_cli
     from bench.score import main
 
     monkeypatch.setattr(sys, "argv", ["python -m bench.score", *map(str, argv)])
