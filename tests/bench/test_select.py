@@ -48,8 +48,11 @@ def test_select_refuses_what_it_cannot_choose_from(args, message, tmp_path):
         select_main([a.format(tmp=tmp_path) for a in args] + ["--out", str(tmp_path / "select")])
 
 
-def test_a_bad_argument_is_one_line_and_exit_code_2(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "bench.select", "--run", str(tmp_path), "--from", "soon"],
-                          capture_output=True, text=True)
+@pytest.mark.parametrize("args, message", [
+    (["--from", "soon"], "argument --from"),
+    ([], "nothing to choose from"),
+])
+def test_a_user_error_is_one_line_and_exit_code_2(args, message):
+    done = subprocess.run([sys.executable, "-m", "bench.select", *args], capture_output=True, text=True)
     assert done.returncode == 2
-    assert done.stderr.startswith("python -m bench.select: error: argument --from") and done.stderr.count("\n") == 1
+    assert done.stderr.startswith(f"python -m bench.select: error: {message}") and done.stderr.count("\n") == 1
