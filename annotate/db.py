@@ -17,6 +17,8 @@ from sqlalchemy.dialects import postgresql as postgresql_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.exc import IntegrityError
 
+from ladd.cli import UserError
+
 QUESTIONS = ("alignment", "quality")
 QUESTION_TEXT = {
     "alignment": "Which image looks more representative of the text shown above and faithfully follows it?",
@@ -93,8 +95,8 @@ votes = sa.Table(
 )
 
 
-class StudyError(Exception):
-    """A user-facing problem (missing database, unknown study, …): reported as one line, exit code 2."""
+class StudyError(UserError):
+    """A user-facing problem (missing database, unknown study, …): `ladd.cli.run_cli` prints one line, exit code 2."""
 
 
 def database_url(db: str) -> str:

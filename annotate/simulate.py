@@ -13,7 +13,6 @@ tests: the study's truth is then known.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 
 import numpy as np
@@ -22,6 +21,9 @@ from scipy.special import expit, logit
 
 from annotate import db
 from annotate.db import QUESTIONS, StudyError
+from ladd.cli import OneLineParser, run_cli
+
+PROG = "python -m annotate.simulate"
 
 
 def prompt_preferences(prompt_ids: pd.Series, prefer_first: float, spread: float,
@@ -67,8 +69,7 @@ def simulate(engine, study: dict, annotators: int, prefer_first: float, careless
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m annotate.simulate", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--db", required=True)
     parser.add_argument("--study")
     parser.add_argument("--annotators", type=int, default=12)
@@ -79,19 +80,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--prefix", default="sim", help="annotator ids are PREFIX000, PREFIX001, …")
     args = parser.parse_args(argv)
-    try:
-        if not 0.0 < args.prefer_first < 1.0:
-            raise StudyError("--prefer-first must be strictly between 0 and 1")
-        engine = db.make_engine(args.db)
-        study = db.get_study(engine, args.study)
-        n = simulate(engine, study, args.annotators, args.prefer_first, args.careless, args.prompt_spread,
-                     args.seed, args.prefix)
-    except StudyError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    if not 0.0 < args.prefer_first < 1.0:
+        raise StudyError("--prefer-first must be strictly between 0 and 1")
+    engine = db.make_engine(args.db)
+    study = db.get_study(engine, args.study)
+    n = simulate(engine, study, args.annotators, args.prefer_first, args.careless, args.prompt_spread,
+                 args.seed, args.prefix)
     print(f"recorded {n} votes from {args.annotators} simulated annotators ({args.careless} careless)")
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_cli(main, PROG)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -32,6 +31,9 @@ import sqlalchemy as sa
 from annotate import db
 from annotate.db import StudyError
 from annotate.runs import Run, read_runs
+from ladd.cli import OneLineParser, run_cli
+
+PROG = "python -m annotate.study"
 
 PAIR_KEYS = ["suite", "prompt_id", "sample_index"]
 
@@ -183,9 +185,8 @@ def create_study(engine: sa.Engine, name: str, model: Run, baselines: list[Run],
 
 # --- command line -------------------------------------------------------------------------------------------
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m annotate.study", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def _parser() -> OneLineParser:
+    parser = OneLineParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     create = commands.add_parser("create", help="build a study from run folders",
                                  description="Build a study. The first --runs folder is the model under test; "
@@ -272,12 +273,8 @@ def _export(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    try:
-        return {"create": _create, "info": _info, "export": _export}[args.command](args)
-    except StudyError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    return {"create": _create, "info": _info, "export": _export}[args.command](args)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_cli(main, PROG)

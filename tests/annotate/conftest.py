@@ -6,6 +6,7 @@ from annotate import db
 from annotate.fixtures import fake_prompts, write_fake_run
 from annotate.runs import read_runs
 from annotate.study import create_study
+from ladd.cli import run_cli
 
 MODEL_NAMES = ("shapes-turbo", "shapes-sd3", "shapes-lcm")  # must never reach the browser
 
@@ -30,3 +31,16 @@ def study_db(tmp_path, run_dirs):
                  gold_per_batch=1, seed=0)
     engine.dispose()
     return path
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run a command module as its console entry does (`ladd.cli.run_cli`); returns (exit code, stdout, stderr)."""
+
+    def run(module, *argv):
+        with pytest.raises(SystemExit) as exit_info:
+            run_cli(module.main, module.PROG, [str(a) for a in argv])
+        captured = capsys.readouterr()
+        return exit_info.value.code, captured.out, captured.err
+
+    return run

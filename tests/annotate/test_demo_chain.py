@@ -4,7 +4,7 @@ from annotate import fixtures, simulate, study
 from bench import report
 
 
-def test_demo_chain(tmp_path, capsys):
+def test_demo_chain(tmp_path, capsys, cli):
     results = tmp_path / "results"
     assert fixtures.main(["--out", str(results), "--prompts", "8", "--samples-per-prompt", "2"]) == 0
     db = str(results / "study.db")
@@ -13,7 +13,8 @@ def test_demo_chain(tmp_path, capsys):
                        "--db", db]) == 0
     assert simulate.main(["--db", db, "--annotators", "6", "--prefer-first", "0.7", "--careless", "1"]) == 0
     assert "recorded" in capsys.readouterr().out
-    assert simulate.main(["--db", db, "--prefer-first", "1.5"]) == 2
+    code, _, err = cli(simulate, "--db", db, "--prefer-first", "1.5")
+    assert code == 2 and err == f"{simulate.PROG}: error: --prefer-first must be strictly between 0 and 1\n"
     out = results / "report"
     assert report.main(["--study", db, "--runs", *map(str, results.iterdir()), "--out", str(out),
                         "--bootstrap", "100", "--bt-bootstrap", "20"]) == 0

@@ -87,7 +87,7 @@ def test_model_run_flag(tmp_path, run_dirs):
 
 
 @pytest.mark.parametrize("problem", ["missing_run", "different_seeds", "one_run", "duplicate_name", "no_suite"])
-def test_bad_input_is_one_line_and_exit_2(tmp_path, run_dirs, capsys, problem):
+def test_bad_input_is_one_line_and_exit_2(tmp_path, run_dirs, capsys, cli, problem):
     path = tmp_path / "bad.db"
     runs = list(map(str, run_dirs[:2]))
     args = ["create", "--samples-per-prompt", "2", "--db", str(path)]
@@ -104,19 +104,19 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, run_dirs, capsys, problem):
         capsys.readouterr()
     elif problem == "no_suite":
         args += ["--suite", "drawbench"]
-    assert study.main(args + ["--runs", *runs]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "\n" not in err
+    code, _, err = cli(study, *args, "--runs", *runs)
+    err = err.strip()
+    assert code == 2 and err.startswith(f"{study.PROG}: error: ") and "\n" not in err
     if problem == "duplicate_name":  # nothing already written is lost or doubled
         pd.testing.assert_frame_equal(load(path)[2], before)
     elif problem != "duplicate_name":
         assert not path.exists() or db.study_comparisons(db.make_engine(str(path)), 1).empty
 
 
-def test_info_and_export_need_an_existing_db(tmp_path, capsys):
+def test_info_and_export_need_an_existing_db(tmp_path, cli):
     missing = tmp_path / "missing.db"
-    assert study.main(["info", "--db", str(missing)]) == 2
-    assert "not found" in capsys.readouterr().err
+    code, _, err = cli(study, "info", "--db", missing)
+    assert code == 2 and "not found" in err
     assert not missing.exists()  # a typo must not create an empty database
 
 
@@ -177,3 +177,10 @@ def test_run_name_from_config_or_folder(tmp_path):
     manifest = pd.read_parquet(run / "manifest.parquet")
     manifest.assign(model="").to_parquet(run / "manifest.parquet")
     assert study.read_runs([run])[0].name == "x"
+
+
+def test_bad_arguments_are_one_line_and_exit_2(tmp_path, cli):
+    code, _, err = cli(study, "create", "--runs", "a", "b", "--views", "many", "--db", tmp_path / "x.db")
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith(f"{study.PROG}: error: argument --views: invalid int value: 'many'")
+    assert not (tmp_path / "x.db").exists()
