@@ -1,6 +1,12 @@
-"""Which of the exact evaluator's checks fail, per prompt category, in a finished shapes run.
+"""Experiment: which of the exact evaluator's checks fail, per prompt category, in a finished shapes run.
 
-    python scripts/failed_checks.py RUN [RUN ...]        # bench.run folders of the shapes or shapes-val suite
+Measured: the commonest failed check is the object count: the teacher draws a second copy of the object about as
+often as it misses it, the LADD student draws copies about twice as often as the teacher, and count words are read
+loosely. Written up in docs/notebook/shapes-world-diary.md ("What
+the teacher gets wrong") and docs/notebook/ladd-results-diary.md ("What the student gets wrong"). The recorded
+results ran at d809f93 (teacher) and b4474d6 (student).
+
+    python experiments/failed_checks.py RUN [RUN ...]        # bench.run folders of the shapes or shapes-val suite
 
 Accuracy says how often an image is wholly right; this says why the rest are wrong. Each image of the run is
 evaluated again (`ladd.shapes.evaluate`), and every check kind (`object`, `count`, `size`, `relation`,

@@ -1,18 +1,26 @@
-"""Average the transformers of students that share a lineage (a weight-space "soup") into one student folder.
+"""Experiment: weight-space soups of LADD students of one lineage; the greedy soup became `models/shapes-turbo`.
 
-    python scripts/student_soup.py --students DIR_A DIR_B --weights 0.5 0.5 --out results/students/soup-50
+Measured: the validation accuracy of weighted averages (0.25 / 0.5 / 0.75) of the guided and the matching-aware
+students, and the greedy soup over thirteen forks of the guided student (five kept), which `python -m bench.select`
+then chose as the committed student. Written up in docs/notebook/ladd-results-diary.md ("A soup of the two
+students", "A greedy soup of five forks"); the recipe is in docs/ladd-results.md. The recorded results ran at
+2b9729b (weighted soups) and b234858 (greedy soup).
+
+The script averages the transformers of students that share a lineage into one student folder.
+
+    python experiments/student_soup.py --students DIR_A DIR_B --weights 0.5 0.5 --out results/students/soup-50
 
 Two students forked from one parent sit close in weight space, so a weighted average of their parameters is a
 student that can keep what each fork learned (Wortsman et al., 2022, "Model soups"). Not in the LADD paper: a
-soup is a candidate like any checkpoint, chosen on the validation prompts (`scripts/ladd_select.py --candidates`),
+soup is a candidate like any checkpoint, chosen on the validation prompts (`python -m bench.select --candidates`),
 then tested on the held-out ones. The result is an ordinary pipeline folder (4-step, guidance-free defaults;
 components identical to the teacher's become links to them).
 
-    python scripts/student_soup.py --greedy --students DIR_OR_CHECKPOINT ... --out results/students/greedy
+    python experiments/student_soup.py --greedy --students DIR_OR_CHECKPOINT ... --out results/students/greedy
 
 `--greedy` chooses the ingredients on the validation prompts instead of taking weights: the "greedy soup" of the
 same paper. Every ingredient (a student folder or a training checkpoint's EMA student) is ranked by its own
-validation mean over the 1-, 2- and 4-step samplers (`scripts/ladd_select.py`'s rule), best first; each joins the
+validation mean over the 1-, 2- and 4-step samplers (`bench.select`'s rule), best first; each joins the
 soup when the uniform average with it scores at least as well as the soup without it.
 """
 
@@ -80,7 +88,7 @@ def write_soup(students: list[Path], weights: list[float], state_dicts: dict, te
 
 def choose_greedy_soup(students: list[Path], state_dicts: dict, teacher: Path, scores_dir: Path,
                        limit: list[str] = ()):
-    """`greedy_soup` over student folders / checkpoints, scored by the validation mean (`ladd_select`'s rule).
+    """`greedy_soup` over student folders / checkpoints, scored by the validation mean (`bench.select`'s rule).
     Soups are written to `<scores_dir>/soups/soup-<hash of their ingredients>` so that a rerun resumes.
     Returns the kept ingredients and the markdown lines of every score."""
     names = {folder: ingredient_name(folder) for folder in students}

@@ -1,7 +1,13 @@
-"""Shapes teacher: held-out accuracy against training time, and the final teacher with and without guidance.
+"""Experiment: the shapes teacher's held-out accuracy against training time, with and without guidance.
 
-    python scripts/teacher_curve.py [--teacher models/shapes-sd3] [--snapshots results/zoo-build/shapes-sd3-snapshots]
-                                    [--samples-per-prompt 1] [--minutes-before 0 --steps-before 0] [--snapshots-only]
+Measured: the committed teacher's curve over its EMA snapshots, the same teacher trained past the hour, and a
+teacher at twice the learning rate. Written up in docs/notebook/shapes-world-diary.md ("Teacher quality", "Past
+the hour"); the plots are docs/img/teacher-curve*.png. The recorded results ran at 6c18f87 (the committed teacher),
+88aa8e4 (past the hour) and 0771686 (lr 4e-3).
+
+    python experiments/teacher_curve.py [--teacher models/shapes-sd3]
+        [--snapshots results/zoo-build/shapes-sd3-snapshots] [--samples-per-prompt 1]
+        [--minutes-before 0 --steps-before 0] [--snapshots-only]
 
 Every EMA snapshot the build saved is put into a copy of the teacher pipeline and benchmarked by `bench.run` on the
 shapes suite (256 held-out prompts; 50 steps with the teacher's CFG scale). The final teacher is also run with

@@ -1,6 +1,11 @@
-"""Does a shapes model follow word order? Paired-seed test on the held-out two-object prompts.
+"""Experiment: does a shapes teacher read word order? A paired-seed test on the held-out two-object prompts.
 
-    python scripts/teacher_word_order.py [--model models/shapes-sd3] [--seeds 4]
+Measured: the CLIP-only teacher placed objects by the seed (P's relation held as often for the swapped prompt);
+the teacher with the scene encoder in SD3's T5 slot reverses the layout every time. Written up in
+docs/notebook/shapes-world-diary.md ("The scene encoder: why, and what it changed"). The recorded results ran at
+6c18f87.
+
+    python experiments/teacher_word_order.py [--model models/shapes-sd3] [--seeds 4]
 
 For every held-out prompt P = "A <relation> B", the swapped prompt P' = "B <relation> A" has the same words and the
 opposite meaning. Both are sampled with the same seeds (the model's default steps and guidance), and every image is

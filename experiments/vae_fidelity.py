@@ -1,6 +1,11 @@
-"""How faithfully, and how fast, small VAEs decode the zoo VAE's latents.
+"""Experiment: how faithfully, and how fast, small VAEs decode the zoo VAE's latents.
 
-    python scripts/vae_fidelity.py models/shapes-slim-vae [more VAE folders ...] [--vae models/shapes-sd3/vae]
+Measured: the slim decoder (`models/shapes-slim-vae`) decodes as faithfully as the zoo VAE about 3x faster, the
+GroupNorm-per-channel and TAESD-style variants do not; one call of 64 latents costs a third more per image than two
+of 32 (why `ladd.pipelines.swap_vae` decodes in slices). Written up in docs/notebook/shapes-world-diary.md ("A faster
+decoder for the same latents"). The recorded results ran at 3eeff72 and 867f98b (the batch-64 columns).
+
+    python experiments/vae_fidelity.py models/shapes-slim-vae [more VAE folders ...] [--vae models/shapes-sd3/vae]
 
 256 rendered grammar scenes (the first is "a blue circle on a gray background") are encoded by the zoo VAE; each
 VAE folder decodes the same latents. Prints PSNR against the zoo VAE's own decodes (mean, worst scene, the blue
