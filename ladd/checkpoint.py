@@ -5,7 +5,8 @@ A checkpoint folder `OUT/checkpoints/step-NNNNNN/` holds everything needed to re
     optimisers, both LR schedules, and every process's RNG states;
   - ema.safetensors: the student's EMA weights;
   - ladd_checkpoint.json: iteration (= data position, see `ladd.data`), EMA step, teacher path, student config;
-  - sampling_defaults.json: how to sample the student (so `bench.run --model CHECKPOINT` works).
+  - sampling_defaults.json: how to sample the student, with its sigma table (so `bench.run --model CHECKPOINT`
+    works).
 It is written under a temporary name and renamed when complete: a killed run never leaves a half checkpoint.
 
 The frozen teacher is never written: exports and checkpoints only ever serialise the student's own modules
@@ -20,11 +21,13 @@ import shutil
 from pathlib import Path
 
 import torch
-from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
+from diffusers import SD3Transformer2DModel
 from safetensors.torch import load_file, save_file
 
 from ladd.pipelines import link_identical_components, load_pipeline
-from ladd.sampling import consistency_scheduler_config, read_sampling_defaults, write_sampling_defaults
+from ladd.sampling import (consistency_scheduler, read_sampling_defaults, read_student_timesteps,
+                           student_sampling_defaults, write_sampling_defaults)
+from ladd.timesteps import StudentTimesteps
 
 CHECKPOINT_FILE = "ladd_checkpoint.json"
 EMA_FILE = "ema.safetensors"
@@ -55,13 +58,6 @@ def ema_state_dict(ema, model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return state
 
 
-def student_sampling_defaults(teacher_dir: str | Path) -> dict:
-    """A student samples with the 4-step consistency sampler, no guidance, at the teacher's text/image sizes."""
-    teacher = read_sampling_defaults(teacher_dir)
-    defaults = {k: teacher[k] for k in ("max_sequence_length", "height", "width") if k in teacher}
-    return {**defaults, "num_inference_steps": 4, "guidance_scale": 0.0}
-
-
 def swap_in(staged: Path, final: Path) -> None:
     """Move a completely written folder to its final name, replacing what was there. The old folder is renamed
     aside first and removed after (never written into: its components may be symlinks to another model's)."""
@@ -75,7 +71,8 @@ def swap_in(staged: Path, final: Path) -> None:
         os.replace(staged, final)
 
 
-def save_checkpoint(accelerator, out: Path, iteration: int, ema, student, info: dict, keep: int = 2) -> Path:
+def save_checkpoint(accelerator, out: Path, iteration: int, ema, student, info: dict, timesteps: StudentTimesteps,
+                    keep: int = 2) -> Path:
     final = checkpoint_dir(out, iteration)
     tmp = final.with_name(final.name + ".tmp")
     if accelerator.is_main_process and tmp.exists():
@@ -87,7 +84,7 @@ def save_checkpoint(accelerator, out: Path, iteration: int, ema, student, info: 
         save_file(ema_state_dict(ema, student), str(tmp / EMA_FILE))
         record = {**info, "iteration": iteration, "ema_optimization_step": ema.optimization_step,
                   "student_config": dict(student.config)}
-        write_sampling_defaults(tmp, **student_sampling_defaults(info["teacher"]))
+        write_sampling_defaults(tmp, **student_sampling_defaults(read_sampling_defaults(info["teacher"]), timesteps))
         (tmp / CHECKPOINT_FILE).write_text(json.dumps(record, indent=2, default=str))
         swap_in(tmp, final)
         for old in sorted((Path(out) / "checkpoints").glob("step-??????"))[:-keep]:
@@ -110,14 +107,15 @@ def load_checkpoint(accelerator, path: Path, ema, student) -> int:
 def student_pipeline(teacher_pipe, student: SD3Transformer2DModel):
     """The teacher's pipeline with the student as its transformer and the consistency scheduler.
     Built fresh, so the teacher pipeline object keeps its own transformer."""
-    scheduler = FlowMatchEulerDiscreteScheduler.from_config(consistency_scheduler_config(teacher_pipe.scheduler.config))
-    components = {**teacher_pipe.components, "transformer": student, "scheduler": scheduler}
+    components = {**teacher_pipe.components, "transformer": student,
+                  "scheduler": consistency_scheduler(teacher_pipe.scheduler.config)}
     return type(teacher_pipe)(**components)
 
 
 def export_student(teacher_dir: str | Path, student: SD3Transformer2DModel, out_dir: str | Path,
-                   link_teacher: bool = False) -> tuple[Path, list[str]]:
-    """Save a student as an ordinary pipeline folder whose defaults are 4-step, guidance-free sampling.
+                   timesteps: StudentTimesteps, link_teacher: bool = False) -> tuple[Path, list[str]]:
+    """Save a student as an ordinary pipeline folder that stock diffusers samples with the consistency sampler at
+    the student's timesteps (`ladd.sampling`: scheduler config + sampling_defaults.json with the sigma table).
 
     With `link_teacher`, components identical to the teacher's become symlinks to them. The folder is written
     fresh beside `out_dir` and swapped in when complete: saving into an earlier export would write through its
@@ -129,39 +127,49 @@ def export_student(teacher_dir: str | Path, student: SD3Transformer2DModel, out_
     shutil.rmtree(staging, ignore_errors=True)
     pipe = student_pipeline(load_pipeline(teacher_dir), student)
     pipe.save_pretrained(staging, safe_serialization=True)
-    write_sampling_defaults(staging, **student_sampling_defaults(teacher_dir))
+    write_sampling_defaults(staging, **student_sampling_defaults(read_sampling_defaults(teacher_dir), timesteps))
     linked = link_identical_components(staging, teacher_dir) if link_teacher else []
     swap_in(staging, out_dir)
     return out_dir, linked
 
 
-def load_checkpoint_student(checkpoint: str | Path, use_ema: bool = True) -> tuple[SD3Transformer2DModel, Path]:
-    """The student saved in a training checkpoint (EMA weights by default) and the teacher folder it came from."""
+def checkpoint_timesteps(record: dict) -> StudentTimesteps:
+    """The student timesteps a checkpoint was trained on (the paper's for checkpoints that predate the record)."""
+    student = (record.get("config") or {}).get("student") or {}
+    return StudentTimesteps.for_sampling(student["timesteps"]) if "timesteps" in student else StudentTimesteps()
+
+
+def load_checkpoint_student(checkpoint: str | Path, use_ema: bool = True
+                            ) -> tuple[SD3Transformer2DModel, Path, StudentTimesteps]:
+    """The student saved in a training checkpoint (EMA weights by default), the teacher folder it came from, and
+    the timesteps it was trained on."""
     checkpoint = Path(checkpoint)
     record = json.loads((checkpoint / CHECKPOINT_FILE).read_text())
     student = SD3Transformer2DModel.from_config(record["student_config"])
     student.load_state_dict(load_file(str(checkpoint / (EMA_FILE if use_ema else "model.safetensors"))))
-    return student.eval(), Path(record["teacher"])
+    return student.eval(), Path(record["teacher"]), checkpoint_timesteps(record)
 
 
-def load_student(path: str | Path) -> SD3Transformer2DModel:
-    """A student from a training checkpoint (its EMA weights) or from a pipeline folder (its transformer)."""
+def load_student(path: str | Path) -> tuple[SD3Transformer2DModel, StudentTimesteps | None]:
+    """A student from a training checkpoint (its EMA weights) or from a pipeline folder (its transformer), with its
+    timesteps (None for a folder exported without a sigma table)."""
     path = Path(path)
     if (path / CHECKPOINT_FILE).is_file():
-        return load_checkpoint_student(path)[0]
+        student, _, timesteps = load_checkpoint_student(path)
+        return student, timesteps
     if not (path / "transformer").is_dir():
         raise ValueError(f"{path} has no transformer/ folder and is not a LADD checkpoint "
                          "(a student pipeline folder or a training checkpoint is expected)")
-    return SD3Transformer2DModel.from_pretrained(path / "transformer").eval()
+    return SD3Transformer2DModel.from_pretrained(path / "transformer").eval(), read_student_timesteps(path)
 
 
 def load_student_pipeline(checkpoint: str | Path, use_ema: bool = True):
     """A sampling pipeline from a training checkpoint (EMA weights by default): for `bench.run --model CKPT`."""
-    student, teacher = load_checkpoint_student(checkpoint, use_ema)
+    student, teacher, _ = load_checkpoint_student(checkpoint, use_ema)
     return student_pipeline(load_pipeline(teacher), student)
 
 
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, link_teacher: bool = False):
     """`export_student` for a training checkpoint's EMA student (e.g. the one chosen on validation prompts)."""
-    student, teacher = load_checkpoint_student(checkpoint)
-    return export_student(teacher, student, out_dir, link_teacher)
+    student, teacher, timesteps = load_checkpoint_student(checkpoint)
+    return export_student(teacher, student, out_dir, timesteps, link_teacher)

@@ -1,33 +1,62 @@
-"""Reading `ladd.synth` shards for training: multi-aspect buckets, one bucket per batch.
+"""LADD's training data on disk: the one reader and writer of `ladd.synth` shards.
 
-The batch of iteration k on process p is a pure function of (seed, k, p). So the data position is just the
-iteration number: resuming at iteration k sees exactly the batches an uninterrupted run would have seen, and every
-process of a distributed run draws different samples.
+A data folder holds `plan.json` (how it was made, written by `ladd.synth`) and shards `shard-00000.safetensors`,
+each one aspect bucket: `latents` (normalised, the transformer's space), `prompt_embeds` and
+`pooled_prompt_embeds` (computed exactly as the pipeline computes them), with the prompts and the size in the
+shard's metadata. Shards are written under a temporary name and renamed, so a killed run never leaves a truncated
+shard under its final name.
+
+For training, `LatentBuckets` draws batches: the batch of iteration k on process p is a pure function of
+(seed, k, p). So the data position is just the iteration number: resuming at iteration k sees exactly the batches an
+uninterrupted run would have seen, and every process of a distributed run draws different samples.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import torch
-
 from safetensors import safe_open
+from safetensors.torch import save_file
 
-from ladd.synth import read_shard
-
+PLAN_FILE = "plan.json"
 CONDITION_KEYS = ("latents", "prompt_embeds", "pooled_prompt_embeds", "image_latents")
 
 
-def shards_hold(folder: Path, name: str) -> bool:
-    """Whether every shard in `folder` holds the tensor `name` (read from the headers, no data loaded)."""
-    shards = sorted(Path(folder).glob("shard-*.safetensors"))
-    return bool(shards) and all(name in safe_open(str(path), framework="pt").keys() for path in shards)
+def shard_path(folder: str | Path, index: int) -> Path:
+    return Path(folder) / f"shard-{index:05d}.safetensors"
+
+
+def shard_paths(folder: str | Path) -> list[Path]:
+    return sorted(Path(folder).glob("shard-*.safetensors"))
+
+
+def write_shard(path: Path, tensors: dict[str, torch.Tensor], prompts: list[str], width: int, height: int) -> None:
+    tmp = path.with_suffix(".tmp")
+    metadata = {"prompts": json.dumps(prompts), "width": str(width), "height": str(height)}
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+
+
+def read_shard(path: Path) -> tuple[dict[str, torch.Tensor], list[str]]:
+    with safe_open(str(path), framework="pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        prompts = json.loads(f.metadata()["prompts"])
+    return tensors, prompts
+
+
+def read_plan(folder: str | Path) -> dict:
+    """The data folder's `plan.json` ({} if it has none)."""
+    path = Path(folder) / PLAN_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 class LatentBuckets:
     def __init__(self, folder: str | Path):
         folder = Path(folder)
-        shards = sorted(folder.glob("shard-*.safetensors"))
+        shards = shard_paths(folder)
         if not shards:
             raise FileNotFoundError(f"no shards in {folder}; make them with `python -m ladd.synth --out {folder}`")
         grouped: dict[tuple[int, ...], dict[str, list[torch.Tensor]]] = {}
@@ -39,8 +68,7 @@ class LatentBuckets:
             for name, tensor in tensors.items():
                 group.setdefault(name, []).append(tensor)
             self.prompts.setdefault(key, []).extend(prompts)
-        # a tensor only some shards hold (`noise`, which older data lacks until `ladd.synth --add-noise`) would
-        # misalign its bucket's rows: keep the tensors that every shard holds
+        # a tensor that only some shards hold would misalign its bucket's rows: keep those every shard holds
         complete = {name for name in grouped[next(iter(grouped))]
                     if all(len(group.get(name, [])) == len(group["latents"]) for group in grouped.values())}
         self.buckets = [{name: torch.cat(parts) for name, parts in group.items() if name in complete}

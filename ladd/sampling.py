@@ -1,10 +1,26 @@
-"""Sampling: the flow consistency sampler, via diffusers' own scheduler, and a pipeline folder's call defaults.
+"""Sampling a LADD student: the flow consistency sampler, through diffusers' own scheduler and pipeline.
 
 The consistency sampler (LADD Sec. 5, after Song et al.) alternates "predict x0" and "renoise to the next t":
     x0 = x_t - t * F(x_t, t);  x_next = (1 - t_next) * x0 + t_next * eps.
-`FlowMatchEulerDiscreteScheduler(stochastic_sampling=True)` performs exactly this step, so a LADD student
-samples through the stock `StableDiffusion3Pipeline`; only the sigmas have to be the student's training
-timesteps. The scheduler's `shift` remaps sigmas (SD3 uses 3.0), so students use shift=1.0.
+`FlowMatchEulerDiscreteScheduler(stochastic_sampling=True)` performs exactly this step, so a student samples
+through the stock `StableDiffusion3Pipeline`; only the sigmas must be the student's timesteps (`StudentTimesteps
+.sigmas`: [1], [1, .5], [1, .75, .5, .25] for 1, 2, 4 steps). An exported student's scheduler config keeps explicit
+sigmas as given (shift 1, no terminal stretch, no dynamic shifting), and its `sampling_defaults.json` records the
+sigmas of every supported step count, so stock diffusers samples it exactly:
+
+    pipe = StableDiffusion3Pipeline.from_pretrained(folder)
+    table = json.load(open(f"{folder}/sampling_defaults.json"))["consistency_sigmas"]
+    torch.manual_seed(0)   # the renoising noise comes from the global RNG (see below)
+    image = pipe(prompt, sigmas=table["2"], guidance_scale=0.0, generator=torch.Generator().manual_seed(0))
+
+No scheduler config can make `num_inference_steps` alone right for both 2 and 4 steps: every FlowMatchEuler
+schedule of n >= 2 steps ends at the same last sigma whatever n is, while the paper's end at .5 and .25. The plain
+call is right for 1 step.
+
+The stock pipeline does not pass its `generator` to `scheduler.step`, so the renoising noise eps of a multi-step
+sample is drawn from torch's global RNG: the same `generator` alone does not reproduce a 2- or 4-step sample.
+Seed the global RNG too, or call `consistency_sample`, which does it from the generator (and restores the global
+state afterwards).
 """
 
 from __future__ import annotations
@@ -17,18 +33,10 @@ from diffusers import FlowMatchEulerDiscreteScheduler
 
 from ladd.conditioning import predict_velocity
 from ladd.flow import denoise, renoise
-
-# The student's discrete timesteps (paper Sec. 5) and the sigmas used for each number of sampling steps.
-STUDENT_TIMESTEPS = (1.0, 0.75, 0.5, 0.25)
-CONSISTENCY_SIGMAS = {1: [1.0], 2: [1.0, 0.5], 4: [1.0, 0.75, 0.5, 0.25]}
+from ladd.timesteps import StudentTimesteps
 
 SAMPLING_DEFAULTS_FILE = "sampling_defaults.json"
-
-
-def consistency_sigmas(num_steps: int) -> list[float]:
-    if num_steps not in CONSISTENCY_SIGMAS:
-        raise ValueError(f"the consistency sampler supports 1, 2 or 4 steps, got {num_steps}")
-    return list(CONSISTENCY_SIGMAS[num_steps])
+SIGMA_TABLE = "consistency_sigmas"  # {"steps": [sigmas]} in sampling_defaults.json; not a pipeline argument
 
 
 def explicit_config(config) -> dict:
@@ -39,25 +47,26 @@ def explicit_config(config) -> dict:
 
 
 def consistency_scheduler_config(base_config: dict | None = None) -> dict:
-    """Scheduler config whose default 4-step schedule is the student's [1, .75, .5, .25].
-
-    With shift=1 the default `num_inference_steps=4` schedule is linspace(1, 0.001, 4); `shift_terminal=0.25`
-    stretches it to end at 0.25, i.e. exactly the training timesteps, so `pipe(prompt, num_inference_steps=4)`
-    on the stock pipeline is the paper's 4-step sampler.
-    """
+    """A FlowMatchEulerDiscreteScheduler config that steps as the consistency sampler and keeps explicit sigmas as
+    given: no shift, no terminal stretch (which also gives a NaN sigma for one step), no dynamic shifting, no
+    Karras/exponential/beta respacing."""
     config = explicit_config(base_config)
-    config.update(shift=1.0, stochastic_sampling=True, shift_terminal=0.25, use_dynamic_shifting=False)
+    config.update(shift=1.0, stochastic_sampling=True, shift_terminal=None, use_dynamic_shifting=False,
+                  use_karras_sigmas=False, use_exponential_sigmas=False, use_beta_sigmas=False, invert_sigmas=False)
     return config
 
 
-def scheduler_for_steps(scheduler: FlowMatchEulerDiscreteScheduler, num_steps: int):
-    """A scheduler plus `sigmas` that run the consistency sampler for `num_steps` (1, 2 or 4).
+def consistency_scheduler(base_config: dict | None = None) -> FlowMatchEulerDiscreteScheduler:
+    return FlowMatchEulerDiscreteScheduler.from_config(consistency_scheduler_config(base_config))
 
-    `shift_terminal` would re-stretch explicit sigmas (and divides by zero for one step), so it is dropped here.
-    """
-    config = explicit_config(scheduler.config)
-    config.update(shift=1.0, stochastic_sampling=True, shift_terminal=None, use_dynamic_shifting=False)
-    return FlowMatchEulerDiscreteScheduler.from_config(config), consistency_sigmas(num_steps)
+
+def student_sampling_defaults(teacher_defaults: dict, timesteps: StudentTimesteps) -> dict:
+    """A student's call defaults: the consistency sampler over all its timesteps, no guidance, the teacher's text
+    length and image size; plus the sigma table of every step count it supports."""
+    sizes = {k: teacher_defaults[k] for k in ("max_sequence_length", "height", "width") if k in teacher_defaults}
+    steps = len(timesteps.timesteps)
+    return {**sizes, "num_inference_steps": steps, "sigmas": timesteps.sigmas(steps), "guidance_scale": 0.0,
+            SIGMA_TABLE: {str(k): sigmas for k, sigmas in timesteps.sigma_table().items()}}
 
 
 def write_sampling_defaults(pipeline_dir: str | Path, **defaults) -> None:
@@ -70,13 +79,24 @@ def write_sampling_defaults(pipeline_dir: str | Path, **defaults) -> None:
     path.write_text(json.dumps(defaults, indent=2, sort_keys=True) + "\n")
 
 
-def read_sampling_defaults(pipeline_dir: str | Path) -> dict:
+def _read(pipeline_dir: str | Path) -> dict:
     path = Path(pipeline_dir) / SAMPLING_DEFAULTS_FILE
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def read_sampling_defaults(pipeline_dir: str | Path) -> dict:
+    """The pipeline call arguments recorded for a folder ({} if none)."""
+    return {k: v for k, v in _read(pipeline_dir).items() if k != SIGMA_TABLE}
+
+
+def read_student_timesteps(pipeline_dir: str | Path) -> StudentTimesteps | None:
+    """The timesteps of a student folder (from its sigma table), or None for a folder that is not a student."""
+    table = _read(pipeline_dir).get(SIGMA_TABLE)
+    return StudentTimesteps.for_sampling(max(table.values(), key=len)) if table else None
+
+
 @torch.no_grad()
-def consistency_trajectory(transformer, noise, prompt_embeds, pooled, timesteps=STUDENT_TIMESTEPS,
+def consistency_trajectory(transformer, noise, prompt_embeds, pooled, timesteps=StudentTimesteps().timesteps,
                            image_latents=None, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
     """The consistency sampler in latent space, without the pipeline: (states, x0s), each [steps, batch, ...].
 
@@ -96,14 +116,31 @@ def consistency_trajectory(transformer, noise, prompt_embeds, pooled, timesteps=
     return torch.stack(states), torch.stack(x0s)
 
 
+def renoise_seed(generator) -> int | None:
+    """A seed for the global RNG, fixed by the generator(s) the caller passed (None: leave the RNG alone)."""
+    generators = generator if isinstance(generator, (list, tuple)) else [generator] if generator is not None else []
+    if not generators:
+        return None
+    return hash(tuple(int(g.initial_seed()) for g in generators)) % (2**63)
+
+
 @torch.no_grad()
-def consistency_sample(
-    pipe, prompt, num_steps: int = 4, generator=None, **call_kwargs
-):
-    """Sample a LADD student with the consistency sampler through the stock pipeline (guidance off)."""
+def consistency_sample(pipe, prompt, num_steps: int = 4, timesteps: StudentTimesteps | None = None, generator=None,
+                       **call_kwargs):
+    """Sample a student with the consistency sampler through its stock pipeline (guidance off).
+
+    The sigmas are `timesteps.sigmas(num_steps)` (the paper's timesteps unless the student was trained on others:
+    `read_student_timesteps(folder)`). With a `generator`, the global RNG the scheduler renoises from is seeded from
+    it for the call and restored afterwards, so the same generator gives the same sample at any number of steps."""
+    sigmas = (timesteps or StudentTimesteps()).sigmas(num_steps)
     original = pipe.scheduler
-    pipe.scheduler, sigmas = scheduler_for_steps(original, num_steps)
+    pipe.scheduler = consistency_scheduler(original.config)
+    seed = renoise_seed(generator)
+    devices = [pipe.device] if pipe.device.type == "cuda" else []
     try:
-        return pipe(prompt, sigmas=sigmas, guidance_scale=0.0, generator=generator, **call_kwargs)
+        with torch.random.fork_rng(devices=devices, enabled=seed is not None):
+            if seed is not None:
+                torch.manual_seed(seed)
+            return pipe(prompt, sigmas=sigmas, guidance_scale=0.0, generator=generator, **call_kwargs)
     finally:
         pipe.scheduler = original

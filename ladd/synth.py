@@ -1,284 +1,221 @@
-"""Training data for LADD: `python -m ladd.synth --model TEACHER --out DIR [--num N] [--prompts FILE]`.
+"""Training data for LADD: `python -m ladd.synth --model TEACHER --prompts FILE --out DIR [--num N]`.
 
 LADD trains the student on synthetic latents made by the teacher (or any data-generator model) at a constant
 CFG scale (paper Sec. 3, "Leveraging synthetic data"): no decoding, no re-encoding, uniformly well-aligned data.
-`--source render` / `--source images` instead VAE-encodes real images (the paper's real-data ablation). Real latents
-are posterior samples by default (`--posterior sample`), as the teacher's training data were: a generator's latents
-carry the posterior's spread, and posterior means lack it, which the discriminator would tell apart at a glance
-(`docs/ladd-results.md`, "Real data").
+The prompts come from a prompt file (`ladd.prompts`): text, one prompt a line, or a CSV with a `prompt` column and,
+for multi-aspect data, `width` and `height` columns (each prompt's aspect bucket). `--images FILE.csv` instead
+VAE-encodes real images (columns `image`, `prompt`, optional `width`, `height`; paths relative to the CSV): the
+paper's real-data ablation. Real latents are posterior samples by default (`--posterior sample`), as a diffusion
+model's training data are; posterior means lack the posterior's spread, which a discriminator tells apart at once.
 
-Output: resumable shards `shard-00000.safetensors`, each one aspect bucket, holding `latents` (normalised, the
-transformer's space), `prompt_embeds` and `pooled_prompt_embeds` (computed exactly as the pipeline computes them),
-with the prompts in the shard's metadata; teacher-made data also holds `noise`, the Gaussian noise each latent was
-sampled from (the teacher's sampler is deterministic, so (noise, latent) is a pair of its sampling map, for
-`ladd.train`'s optional paired loss; `--add-noise` adds it to data made before it was saved). `plan.json` fixes
-the shard plan: a rerun skips finished shards, and a rerun with different settings is refused instead of mixing
-data. Shards are written atomically.
+Output: `ladd.data`'s shards, one aspect bucket each, and `plan.json`, which fixes the shard plan: a rerun skips
+finished shards, and a rerun with other settings is refused instead of mixing data.
 """
 
 from __future__ import annotations
 
-import argparse
+import hashlib
 import json
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
-from safetensors import safe_open
 from diffusers.utils.torch_utils import randn_tensor
-from safetensors.torch import save_file
+from PIL import Image
 from tqdm import tqdm
 
+from ladd.cli import LaddError, OneLineParser, run_cli
 from ladd.conditioning import encode_images, encode_prompts
+from ladd.data import PLAN_FILE, shard_path, write_shard
 from ladd.pipelines import load_pipeline, pipeline_folder
+from ladd.prompts import read_prompt_file
 from ladd.sampling import read_sampling_defaults
-from ladd.shapes.data import BUCKET_SHARES, to_model_range
-from ladd.shapes.grammar import sample_scene, scene_to_prompt
-from ladd.shapes.heldout import heldout_prompts
-from ladd.shapes.render import BUCKETS, render_prompt
+
+PROG = "python -m ladd.synth"
 
 
-def shard_plan(num: int, shard_size: int, buckets, shares) -> list[dict]:
-    """Shard i: its bucket and its slice of the prompt stream. Buckets follow `shares` exactly in the long run."""
-    num_shards = -(-num // shard_size)
-    targets = np.array(shares) / sum(shares)
-    plan, counts = [], np.zeros(len(buckets))
-    for i in range(num_shards):
-        bucket = int(np.argmax(targets * (i + 1) - counts))  # the bucket furthest behind its share
-        counts[bucket] += 1
-        size = min(shard_size, num - i * shard_size)
-        plan.append({"index": i, "width": buckets[bucket][0], "height": buckets[bucket][1], "start": i * shard_size,
-                     "size": size})
+def parse_size(text: str) -> tuple[int, int]:
+    """"WIDTHxHEIGHT" -> (width, height)."""
+    width, sep, height = text.lower().partition("x")
+    if not sep or not width.isdigit() or not height.isdigit() or int(width) <= 0 or int(height) <= 0:
+        raise LaddError(f"--size must be WIDTHxHEIGHT in pixels, e.g. 1024x1024, got {text!r}")
+    return int(width), int(height)
+
+
+def row_sizes(table: pd.DataFrame, default: tuple[int, int] | None, where: str) -> list[tuple[int, int]]:
+    """Each row's (width, height): its own columns, else `default`."""
+    if {"width", "height"} <= set(table.columns) and default is None:
+        try:
+            sizes = [(int(w), int(h)) for w, h in zip(table["width"], table["height"])]
+        except ValueError:
+            raise LaddError(f"{where}: width and height must be whole numbers of pixels") from None
+        if any(w <= 0 or h <= 0 for w, h in sizes):
+            raise LaddError(f"{where}: width and height must be positive")
+        return sizes
+    if default is None:
+        raise LaddError(f"{where} has no width/height columns and the model records no size: pass --size WxH")
+    return [default] * len(table)
+
+
+def shard_plan(sizes: list[tuple[int, int]], shard_size: int) -> list[dict]:
+    """Shards of at most `shard_size` latents, each of one size: the rows of every size, in order, cut in runs."""
+    by_size: dict[tuple[int, int], list[int]] = {}
+    for row, size in enumerate(sizes):
+        by_size.setdefault(size, []).append(row)
+    plan = []
+    for (width, height), rows in by_size.items():
+        for start in range(0, len(rows), shard_size):
+            plan.append({"index": len(plan), "width": width, "height": height, "rows": rows[start:start + shard_size]})
     return plan
 
 
-def shapes_prompts(num: int, seed: int) -> list[str]:
-    """Random shapes-world prompts from the full grammar, never a held-out one."""
-    rng = np.random.default_rng(seed)
-    exclude = heldout_prompts()
-    prompts = []
-    while len(prompts) < num:
-        prompt = scene_to_prompt(sample_scene(rng))
-        if prompt not in exclude:
-            prompts.append(prompt)
-    return prompts
-
-
-def read_prompt_file(path: Path) -> list[str]:
-    if path.suffix == ".csv":
-        return pd.read_csv(path, keep_default_na=False)["prompt"].tolist()
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
-
-
-def shard_path(out: Path, index: int) -> Path:
-    return out / f"shard-{index:05d}.safetensors"
-
-
-def write_shard(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    tmp = path.with_suffix(".tmp")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    os.replace(tmp, path)  # a killed run never leaves a truncated shard under the final name
-
-
-def latent_seeds(seed: int, start: int, stop: int) -> list[int]:
-    """The seeds of latents start..stop-1 of a data folder made with --seed `seed` (latent i's prompt: prompts[i])."""
-    return [seed * 1_000_003 + i for i in range(start, stop)]
+def latent_seed(seed: int, row: int) -> int:
+    """The seed of latent `row` of a data folder made with --seed `seed`."""
+    return seed * 1_000_003 + row
 
 
 def initial_noise(seeds: list[int], shape: tuple[int, ...]) -> torch.Tensor:
-    """The Gaussian noise each latent starts from (flow matching starts at t = 1 from the noise itself): diffusers'
-    `randn_tensor` with one generator per latent, as the pipeline draws it from a list of generators."""
+    """Each latent's starting noise, from its own generator (diffusers' `randn_tensor` with a list of generators,
+    as the pipeline draws it): a latent does not depend on the batch it was made in."""
     return randn_tensor((len(seeds), *shape), generator=[torch.Generator().manual_seed(int(s)) for s in seeds])
 
 
 @torch.no_grad()
 def generate_latents(pipe, prompts, width, height, noise, steps, guidance, max_sequence_length) -> torch.Tensor:
-    """The pipeline's latents from the given starting noise (`initial_noise`), so the data can store the noise."""
-    return pipe(
-        prompt=prompts,
-        width=width,
-        height=height,
-        num_inference_steps=steps,
-        guidance_scale=guidance,
-        latents=noise,
-        max_sequence_length=max_sequence_length,
-        output_type="latent",
-    ).images
+    """The pipeline's latents (not decoded) from the given starting noise."""
+    return pipe(prompt=prompts, width=width, height=height, num_inference_steps=steps, guidance_scale=guidance,
+                latents=noise, max_sequence_length=max_sequence_length, output_type="latent").images
 
 
-def load_images(paths: list[str], width: int, height: int) -> torch.Tensor:
-    """Images -> [-1, 1] tensors at a bucket's size (resized, as aspect bucketing does after choosing a bucket)."""
-    arrays = [np.asarray(Image.open(p).convert("RGB").resize((width, height), Image.BICUBIC)) for p in paths]
-    return to_model_range(torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2))
+def load_images(paths: list[Path], width: int, height: int) -> torch.Tensor:
+    """Images -> [-1, 1] tensors at their bucket's size (resized, as aspect bucketing does after choosing a bucket)."""
+    arrays = []
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                arrays.append(np.asarray(image.convert("RGB").resize((width, height), Image.BICUBIC)))
+        except OSError as error:
+            raise LaddError(f"cannot read image {path} ({error})") from None
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 127.5 - 1
 
 
-def render_images(prompts: list[str], seeds: list[int], width: int, height: int) -> torch.Tensor:
-    """Shapes-world renderings of the prompts -> [-1, 1] tensors (the real-data source)."""
-    arrays = [np.asarray(render_prompt(p, s, width, height)) for p, s in zip(prompts, seeds)]
-    return to_model_range(torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2))
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
-def run(args) -> int:
-    out = Path(args.out)
-    pipe = load_pipeline(args.model)
-    pipe.set_progress_bar_config(disable=True)
-    defaults = read_sampling_defaults(args.model)
-    steps = args.steps or defaults.get("num_inference_steps", 50)
-    guidance = args.guidance if args.guidance is not None else defaults.get("guidance_scale", 4.0)
-    max_sequence_length = defaults.get("max_sequence_length", 256)
+def read_sources(args) -> tuple[pd.DataFrame, Path]:
+    """The prompt (or image) table and the file it came from."""
+    source = Path(args.images or args.prompts)
+    table = read_prompt_file(source)
+    if args.images:
+        if "image" not in table.columns:
+            raise LaddError(f"{source} has no 'image' column (image paths, relative to the CSV's folder)")
+        table["image"] = [str((source.parent / p) if not Path(p).is_absolute() else Path(p)) for p in table["image"]]
+    return table, source
 
-    images = None
-    if args.source == "images":
-        table = pd.read_csv(args.images_csv, keep_default_na=False)
-        prompts, images = table["prompt"].tolist(), table["image"].tolist()
-    elif args.prompts:
-        prompts = read_prompt_file(Path(args.prompts))
-    else:
-        prompts = shapes_prompts(args.num, args.seed)
-    if not prompts:
-        raise ValueError("no prompts")
-    num = args.num or len(prompts)
 
-    plan = shard_plan(num, args.shard_size, BUCKETS, BUCKET_SHARES)
-    settings = {"model": str(args.model), "source": args.source, "num": num, "shard_size": args.shard_size,
-                "steps": steps, "guidance": guidance, "seed": args.seed, "prompts": args.prompts or "shapes",
-                "max_sequence_length": max_sequence_length, "shards": plan}
-    if args.source != "teacher":
-        settings["posterior"] = args.posterior
-    out.mkdir(parents=True, exist_ok=True)
-    plan_file = out / "plan.json"
+def check_plan(out: Path, settings: dict) -> None:
+    """Write plan.json, or refuse a folder holding data made with other settings."""
+    plan_file = out / PLAN_FILE
     if plan_file.exists():
         previous = json.loads(plan_file.read_text())
         if previous != settings:
             changed = sorted(k for k in settings if previous.get(k) != settings[k])
-            raise ValueError(f"{out} holds data made with other settings ({', '.join(changed)}); use a new --out")
+            raise LaddError(f"{out} holds data made with other settings ({', '.join(changed)}); use a new --out")
     else:
-        plan_file.write_text(json.dumps(settings, indent=2))
+        out.mkdir(parents=True, exist_ok=True)
+        plan_file.write_text(json.dumps(settings, indent=1))
 
+
+def run(args) -> int:
+    out = Path(args.out)
+    try:
+        model = pipeline_folder(args.model)
+    except ValueError as error:  # what is missing and how to get it
+        raise LaddError(f"--model: {error}") from None
+    table, source = read_sources(args)
+    defaults = read_sampling_defaults(model)
+    num = args.num or len(table)
+    rows = table.iloc[[i % len(table) for i in range(num)]].reset_index(drop=True)  # cycle a short file
+    default_size = args.size or ((defaults["width"], defaults["height"]) if "width" in defaults and "height" in
+                                 defaults and not {"width", "height"} <= set(table.columns) else None)
+    plan = shard_plan(row_sizes(rows, args.size or default_size, str(source)), args.shard_size)
+    steps = args.steps or defaults.get("num_inference_steps", 50)
+    guidance = args.guidance if args.guidance is not None else defaults.get("guidance_scale", 4.0)
+    max_sequence_length = defaults.get("max_sequence_length", 256)
+    settings = {"model": str(model), "source": "images" if args.images else "teacher", "file": str(source),
+                "file_sha256": file_digest(source), "num": num, "shard_size": args.shard_size, "seed": args.seed,
+                "max_sequence_length": max_sequence_length, "shards": plan}
+    if args.images:
+        settings["posterior"] = args.posterior
+    else:
+        settings.update(steps=steps, guidance=guidance)
+    check_plan(out, settings)
+
+    pipe = load_pipeline(model)
+    pipe.set_progress_bar_config(disable=True)
     todo = [s for s in plan if not shard_path(out, s["index"]).exists()]
-    bar = tqdm(total=sum(s["size"] for s in plan), initial=sum(s["size"] for s in plan) - sum(s["size"] for s in todo),
-               desc=f"synth ({args.source})", unit="latent")
+    bar = tqdm(total=num, initial=num - sum(len(s["rows"]) for s in todo), desc=f"synth ({settings['source']})",
+               unit="latent")
     for shard in todo:
         width, height = shard["width"], shard["height"]
-        latents, embeds, pooled, noise, shard_prompts = [], [], [], [], []
-        for start in range(shard["start"], shard["start"] + shard["size"], args.batch_size):
-            stop = min(start + args.batch_size, shard["start"] + shard["size"])
-            batch_prompts = [prompts[i % len(prompts)] for i in range(start, stop)]
-            seeds = latent_seeds(args.seed, start, stop)
-            if args.source == "teacher":
+        parts: dict[str, list[torch.Tensor]] = {"latents": [], "prompt_embeds": [], "pooled_prompt_embeds": []}
+        for start in range(0, len(shard["rows"]), args.batch_size):
+            batch_rows = shard["rows"][start:start + args.batch_size]
+            prompts = [rows["prompt"][i] for i in batch_rows]
+            seeds = [latent_seed(args.seed, i) for i in batch_rows]
+            if args.images:
+                pixels = load_images([Path(rows["image"][i]) for i in batch_rows], width, height)
+                latents = encode_images(pipe.vae, pixels, sample=args.posterior == "sample",
+                                        generator=torch.Generator().manual_seed(seeds[0]))
+            else:
                 shape = (pipe.transformer.config.in_channels, height // pipe.vae_scale_factor,
                          width // pipe.vae_scale_factor)  # as the pipeline's prepare_latents shapes it
-                noise.append(initial_noise(seeds, shape))
-                batch = generate_latents(pipe, batch_prompts, width, height, noise[-1], steps, guidance,
-                                         max_sequence_length)
-            else:
-                pixels = (render_images(batch_prompts, seeds, width, height) if args.source == "render" else
-                          load_images([images[i % len(images)] for i in range(start, stop)], width, height))
-                batch = encode_images(pipe.vae, pixels, sample=args.posterior == "sample",
-                                      generator=torch.Generator().manual_seed(seeds[0]))
-            e, p = encode_prompts(pipe, batch_prompts, max_sequence_length)
-            latents.append(batch.float())
-            embeds.append(e.float())
-            pooled.append(p.float())
-            shard_prompts += batch_prompts
-            bar.update(len(batch_prompts))
-        tensors = {"latents": torch.cat(latents), "prompt_embeds": torch.cat(embeds),
-                   "pooled_prompt_embeds": torch.cat(pooled)}
-        if noise:
-            tensors["noise"] = torch.cat(noise)
-        write_shard(shard_path(out, shard["index"]), tensors,
-                    {"prompts": json.dumps(shard_prompts), "width": str(width), "height": str(height)})
+                latents = generate_latents(pipe, prompts, width, height, initial_noise(seeds, shape), steps, guidance,
+                                           max_sequence_length)
+            embeds, pooled = encode_prompts(pipe, prompts, max_sequence_length)
+            for name, tensor in (("latents", latents), ("prompt_embeds", embeds), ("pooled_prompt_embeds", pooled)):
+                parts[name].append(tensor.float())
+            bar.update(len(batch_rows))
+        write_shard(shard_path(out, shard["index"]), {k: torch.cat(v) for k, v in parts.items()},
+                    [rows["prompt"][i] for i in shard["rows"]], width, height)
     bar.close()
     print(f"{len(plan)} shards, {num} latents in {out}")
     return 0
 
 
-def add_teacher_noise(out: Path) -> int:
-    """Add `noise` to the finished shards of teacher-made data that lack it, from the seeds in its plan."""
-    plan = json.loads((out / "plan.json").read_text())
-    if plan["source"] != "teacher":
-        raise ValueError(f"{out} holds {plan['source']} latents: only teacher-made data has a sampling noise")
-    added = 0
-    for shard in tqdm(plan["shards"], desc="noise", unit="shard"):
-        path = shard_path(out, shard["index"])
-        if not path.exists():
-            continue
-        with safe_open(str(path), framework="pt") as f:
-            tensors, metadata = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
-        if "noise" not in tensors:
-            seeds = latent_seeds(plan["seed"], shard["start"], shard["start"] + shard["size"])
-            tensors["noise"] = initial_noise(seeds, tuple(tensors["latents"].shape[1:]))
-            write_shard(path, tensors, metadata)
-            added += 1
-    print(f"noise added to {added} shards in {out}")
-    return 0
-
-
-def read_shard(path: Path) -> tuple[dict[str, torch.Tensor], list[str]]:
-    with safe_open(str(path), framework="pt") as f:
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-        prompts = json.loads(f.metadata()["prompts"])
-    return tensors, prompts
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", help="data-generator pipeline folder (usually the teacher)")
-    parser.add_argument("--out", required=True, help="output folder for shards")
-    parser.add_argument("--num", type=int, default=0, help="number of latents (default: one per prompt)")
-    parser.add_argument("--prompts", help="prompt file (.txt one per line, or .csv with a 'prompt' column); "
-                                          "default: random shapes-world prompts (held-out ones excluded)")
-    parser.add_argument("--source", choices=["teacher", "render", "images"], default="teacher",
-                        help="teacher: synthetic latents; render: VAE-encoded shapes renderings (real-data "
-                             "ablation); images: VAE-encoded images listed in --images-csv")
-    parser.add_argument("--images-csv", help="CSV with 'image' (path) and 'prompt' columns, for --source images")
+def build_parser() -> OneLineParser:
+    parser = OneLineParser(prog=PROG, description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="data-generator pipeline folder (usually the teacher) or "
+                                                       "cached hub id; with --images, the model whose VAE encodes")
+    parser.add_argument("--out", required=True, help="output folder for the shards")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--prompts", help="prompt file: .txt (one a line) or .csv ('prompt', optional 'width', "
+                                          "'height'); the teacher makes one latent per row")
+    source.add_argument("--images", help="CSV of real images ('image', 'prompt', optional 'width', 'height'): "
+                                         "VAE-encoded instead of generated (the real-data ablation)")
+    parser.add_argument("--num", type=int, default=0, help="number of latents (default: one per row; a shorter "
+                                                           "file is cycled)")
+    parser.add_argument("--size", type=parse_size, help="WIDTHxHEIGHT for every latent (default: the file's "
+                                                        "width/height columns, else the model's recorded size)")
     parser.add_argument("--posterior", choices=["sample", "mean"], default="sample",
-                        help="real images: a seeded sample of the VAE posterior, as diffusion models train on "
-                             "(default), or its mean")
+                        help="--images: a seeded sample of the VAE posterior (default) or its mean")
     parser.add_argument("--steps", type=int, default=0, help="sampling steps (default: the model's)")
     parser.add_argument("--guidance", type=float, default=None, help="constant CFG scale (default: the model's)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--shard-size", type=int, default=1024)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--add-noise", action="store_true",
-                        help="only add each latent's sampling noise to the teacher-made shards in --out that lack it")
-    args = parser.parse_args(argv)
-    if args.add_noise:
-        if not (Path(args.out) / "plan.json").is_file():
-            print(f"error: {args.out} has no plan.json: not a ladd.synth data folder", file=sys.stderr)
-            return 2
-        try:
-            return add_teacher_noise(Path(args.out))
-        except ValueError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
-    if not args.model:
-        print("error: --model is required (the data-generator pipeline folder)", file=sys.stderr)
-        return 2
-    try:
-        args.model = pipeline_folder(args.model)
-    except ValueError as error:
-        print(f"error: --model: {error}", file=sys.stderr)
-        return 2
-    if args.source == "images" and not args.images_csv:
-        print("error: --source images needs --images-csv", file=sys.stderr)
-        return 2
-    if args.source != "images" and not args.prompts and args.num <= 0:
-        print("error: give --num (how many shapes prompts) or --prompts FILE", file=sys.stderr)
-        return 2
-    if args.batch_size <= 0 or args.shard_size <= 0:
-        print("error: --batch-size and --shard-size must be positive", file=sys.stderr)
-        return 2
-    try:
-        return run(args)
-    except (ValueError, FileNotFoundError, KeyError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.batch_size <= 0 or args.shard_size <= 0 or args.num < 0 or args.steps < 0:
+        raise LaddError("--batch-size and --shard-size must be positive, --num and --steps not negative")
+    return run(args)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(main, PROG)

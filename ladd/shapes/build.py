@@ -19,10 +19,8 @@ teachers of other depths for the scaling study); `stages=["tiny_vae"]` fits a ti
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
@@ -36,8 +34,9 @@ from tqdm import tqdm
 from transformers import CLIPModel, CLIPProcessor, CLIPTokenizer, T5EncoderModel
 
 from ladd.conditioning import encode_prompts
-from ladd.config import load_config
-from ladd.data import LatentBuckets
+from ladd.cli import LaddError, OneLineParser, run_cli
+from ladd.config import load_dict_config
+from ladd.data import LatentBuckets, shard_paths
 from ladd.logs import MetricsLog
 from ladd.losses import diffusion_loss
 from ladd.paths import CONFIGS_DIR, MODELS_DIR, RESULTS_DIR
@@ -61,6 +60,8 @@ from ladd.shapes.zoo import (
     text_encoder_from_clip,
     tiny_vae_config_error,
 )
+
+PROG = "python -m ladd.shapes.build"
 
 
 def clip_pixels(processor, images: torch.Tensor) -> torch.Tensor:
@@ -407,7 +408,7 @@ def init_from_error(cfg: dict) -> str | None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="Build the shapes-world model zoo.")
+    parser = OneLineParser(prog=PROG, description="Build the shapes-world model zoo.")
     parser.add_argument("--config", help="TOML config (default: configs/zoo.toml, or configs/zoo-smoke.toml)")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes and few steps: seconds, for tests")
     parser.add_argument("--out", default=str(MODELS_DIR), help="where the model folders go (default: models/)")
@@ -415,22 +416,15 @@ def main(argv=None) -> int:
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. teacher.depth=2 teacher.name=x")
     args = parser.parse_args(argv)
     config_path = args.config or CONFIGS_DIR / ("zoo-smoke.toml" if args.smoke else "zoo.toml")
-    try:
-        cfg = load_config(config_path, args.overrides)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    cfg = load_dict_config(config_path, args.overrides)
     if "tiny_vae" in cfg["stages"] and (problem := tiny_vae_config_error(cfg["tiny_vae"])):
-        print(f"error: {problem}", file=sys.stderr)
-        return 2
+        raise LaddError(problem)
     generated = cfg["tiny_vae"]["generated"] if "tiny_vae" in cfg["stages"] else ""
-    if generated and not any(Path(generated).glob("shard-*.safetensors")):
-        print(f"error: tiny_vae.generated={generated}: no ladd.synth shards there", file=sys.stderr)
-        return 2
+    if generated and not shard_paths(generated):
+        raise LaddError(f"tiny_vae.generated={generated}: no ladd.synth shards there")
     out_dir = Path(args.out)
     if "teacher" in cfg["stages"] and cfg["teacher"]["init_from"] and (problem := init_from_error(cfg)):
-        print(f"error: {problem}", file=sys.stderr)
-        return 2
+        raise LaddError(problem)
     work_dir = Path(args.work) if args.work else RESULTS_DIR / "zoo-build"
     torch.set_num_threads(max(1, torch.get_num_threads()))
     report = build(cfg, out_dir, work_dir)
@@ -442,4 +436,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(main, PROG)
