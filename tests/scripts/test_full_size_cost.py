@@ -5,7 +5,9 @@ import re
 
 import torch
 
-from full_size_cost import ARCHITECTURES, main, random_sd3, transformer_for
+from tests.scripts import load_script
+
+full_size_cost = load_script("full_size_cost")
 
 
 def speed_ups(text: str) -> list[float]:
@@ -13,8 +15,8 @@ def speed_ups(text: str) -> list[float]:
 
 
 def test_tiny_run_times_sampling_and_both_training_recipes(capsys):
-    main(["--arch", "tiny", "--device", "cpu", "--repeats", "1", "--train-repeats", "1", "--train-batch", "2",
-          "--fast-decoder"])
+    full_size_cost.main(["--arch", "tiny", "--device", "cpu", "--repeats", "1", "--train-repeats", "1",
+                         "--train-batch", "2", "--fast-decoder"])
     out = capsys.readouterr().out
     sampling, training = out.split("## Training cost")
     full, latents, text, fast_decoder = speed_ups(sampling)
@@ -27,16 +29,16 @@ def test_tiny_run_times_sampling_and_both_training_recipes(capsys):
 
 
 def test_sd3_medium_architecture_has_the_published_sizes():
-    arch = ARCHITECTURES["sd3-medium"]
+    arch = full_size_cost.ARCHITECTURES["sd3-medium"]
     with torch.device("meta"):
-        transformer = transformer_for(arch)
+        transformer = full_size_cost.transformer_for(arch)
     assert round(sum(p.numel() for p in transformer.parameters()) / 1e9, 2) == 2.03
     assert transformer.config.joint_attention_dim == 4096 and transformer.config.pooled_projection_dim == 2048
 
 
 def test_random_pipeline_generates_at_the_architecture_size():
-    arch = ARCHITECTURES["tiny"]
-    pipe = random_sd3(arch, "cpu", torch.float32)
+    arch = full_size_cost.ARCHITECTURES["tiny"]
+    pipe = full_size_cost.random_sd3(arch, "cpu", torch.float32)
     image = pipe("a red circle", num_inference_steps=2, height=arch["resolution"], width=arch["resolution"],
                  max_sequence_length=arch["t5_length"]).images[0]
     assert image.size == (arch["resolution"], arch["resolution"])
