@@ -27,9 +27,6 @@ from pathlib import Path
 
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))  # run from a checkout without installing
-
 
 def direct_generation(pipe, batches, call_kwargs) -> None:
     for batch in batches:
