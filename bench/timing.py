@@ -6,7 +6,9 @@ from __future__ import annotations
 import statistics
 import time
 
+from ladd.config import LaddConfig
 from ladd.losses import diffusion_loss
+from ladd.train import distill_is_guided
 
 
 def plain_iteration(student, optimizer, batch: dict, accelerator, max_grad_norm: float = 1.0) -> None:
@@ -34,11 +36,11 @@ def alternating_medians(steps: dict, repeats: int, warmup: int = 2, synchronize=
     return {name: statistics.median(samples) for name, samples in times.items()}
 
 
-def ladd_work(cfg: dict, parts: dict) -> str:
-    """What one LADD iteration computes, in words, for a table row."""
+def ladd_work(cfg: LaddConfig) -> str:
+    """What one LADD iteration of `cfg` computes, in words, for a table row."""
     work = "student, teacher on fake with grad, teacher on real, heads, both updates"
-    if cfg["distill"]["weight"] > 0:
-        work += ", L_distill" + (" with the teacher's unconditional forward" if parts["unconditional"] is not None else "")
-    if cfg["discriminator"]["mismatch_weight"] > 0:
+    if cfg.distill.weight > 0:
+        work += ", L_distill" + (" with the teacher's unconditional forward" if distill_is_guided(cfg) else "")
+    if cfg.discriminator.mismatch_weight > 0:
         work += ", matching-aware term (teacher on real under a neighbour's prompt)"
     return work

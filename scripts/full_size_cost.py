@@ -209,7 +209,7 @@ def training_cost(teacher, unconditional, batch: dict, config_overrides: list[st
         parts.update(shared)  # one AdamW state for the student (16 bytes a parameter), whichever step runs
         parts["disc"].to(device)
         steps[name] = ladd_step(*split_parts(parts), cfg)
-        works[name] = ladd_work(cfg, parts)
+        works[name] = ladd_work(cfg)
         heads = parts["disc"]  # the same size for every recipe
     steps["plain"] = lambda i: plain_iteration(student, shared["g"], batch, accelerator)
     seconds = alternating_medians(steps, repeats, synchronize=synchronize)

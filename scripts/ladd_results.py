@@ -201,7 +201,7 @@ def training_cost(config: Path, teacher: Path, data: Path, batch_size: int, repe
         "| iteration | seconds |",
         "|---|---|",
         f"| plain diffusion fine-tuning (student fwd+bwd, AdamW) | {seconds['plain']:.3f} |",
-        f"| LADD ({ladd_work(cfg, parts)}) | {seconds['ladd']:.3f} |",
+        f"| LADD ({ladd_work(cfg)}) | {seconds['ladd']:.3f} |",
         f"| **ratio** | **{seconds['ladd'] / seconds['plain']:.2f}x** |",
     ]
 
