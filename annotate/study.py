@@ -30,7 +30,7 @@ import sqlalchemy as sa
 
 from annotate import db
 from annotate.db import StudyError
-from annotate.runs import Run, read_runs
+from bench.runfolder import Run, read_runs
 from ladd.cli import OneLineParser, run_cli
 
 PROG = "python -m annotate.study"

@@ -27,11 +27,9 @@ from PIL import Image, ImageOps
 
 from bench.errors import BenchError
 from bench.masks import make_mask, mask_image, mask_policy_for
-from bench.runfolder import IMAGES_DIR, BatchWriter, Journal, save_image
+from bench.runfolder import MASKS_DIR, SOURCES_DIR, BatchWriter, Journal, image_path, save_image
 from bench.seeding import sample_seed, stable_seed
 from bench.suites import EDITING, INPAINTING, SUITES, TEXT_TO_IMAGE
-
-SOURCES_DIR, MASKS_DIR = "sources", "masks"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -118,7 +116,7 @@ def plan_images(suites: list[pd.DataFrame], *, samples_per_prompt: int, seed: in
                 image_seed = sample_seed(seed, suite, prompt_id, k)
                 row = {**record, "prompt_id": prompt_id, "sample_index": k, "seed": image_seed, "model": model,
                        "steps": steps, "guidance": guidance, "width": width, "height": height,
-                       "path": f"{IMAGES_DIR}/{suite}/{prompt_id}_{k}.png", "task": task}
+                       "path": image_path(suite, prompt_id, k), "task": task}
                 if task != TEXT_TO_IMAGE:
                     row["source_file"] = row.pop("source_path")
                     row["source_path"] = f"{SOURCES_DIR}/{suite}/{prompt_id}_{width}x{height}.png"

@@ -33,7 +33,7 @@ import pandas as pd
 
 from annotate import db
 from annotate.db import StudyError
-from annotate.runs import Run, is_run_folder, read_runs
+from bench.runfolder import Run, RunFolderError, is_run_folder, read_runs
 from bench import charts, preference
 
 QUESTION_TITLES = charts.QUESTION_TITLES
@@ -82,7 +82,7 @@ def split_run_paths(paths: list[str], out: Path) -> tuple[list[Path], list[Path]
     for text in paths:
         path = Path(text)
         if not path.exists():
-            raise StudyError(f"run folder not found: {path}")
+            raise RunFolderError(f"run folder not found: {path}")
         if path.resolve() == out.resolve():
             continue
         (runs if is_run_folder(path) else skipped).append(path)
@@ -471,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
             raise StudyError("none of the --runs paths is a run folder (with manifest.parquet)")
         study = load_study(args.study, args.study_name) if args.study else None
         runs = read_runs(run_paths)
-    except StudyError as error:
+    except (StudyError, RunFolderError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if skipped:

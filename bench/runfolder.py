@@ -9,6 +9,10 @@ Crash safety rests on two rules:
 2. After each batch's images are in place, each process appends that batch's rows as JSON lines to its own
    journal under `manifest.parts/`. `merge_manifest` folds the journals into `manifest.parquet`, one row per
    (suite, prompt_id, sample_index) whose image exists, then deletes the journals it folded in.
+
+This module is the only owner of the format: file and column names, the writers, the reader of whole runs
+(`read_run(s)`, used by `annotate.study` and `bench.report`) and `write_fake_run` (tests and `bench.demo`), which
+goes through the same writers as `bench.run`.
 """
 
 from __future__ import annotations
@@ -16,21 +20,36 @@ from __future__ import annotations
 import json
 import os
 import uuid
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+
+from bench.errors import BenchError
+from bench.seeding import sample_seed
 
 MANIFEST = "manifest.parquet"
 CONFIG = "config.json"
 SCORES = "scores.json"
 PARTS_DIR = "manifest.parts"
-IMAGES_DIR = "images"
+IMAGES_DIR, SOURCES_DIR, MASKS_DIR = "images", "sources", "masks"
 TMP_SUFFIX = ".tmp"
 
 KEY = ["suite", "prompt_id", "sample_index"]
 # docs/architecture.md's columns, in its order; editing/inpainting rows add more after these.
 MANIFEST_COLUMNS = ["suite", "prompt_id", "prompt", "category", "challenge", "sample_index", "seed", "model",
                     "steps", "guidance", "width", "height", "path", "seconds_per_batch"]
+
+
+class RunFolderError(BenchError):
+    """A path that is not a readable run folder (missing, no manifest, unreadable files)."""
+
+
+def image_path(suite: str, prompt_id: str, sample_index: int) -> str:
+    """Where an image lives, relative to the run folder (the manifest's `path`)."""
+    return f"{IMAGES_DIR}/{suite}/{prompt_id}_{sample_index}.png"
 
 
 def _temporary(path: Path) -> Path:
@@ -66,8 +85,14 @@ def write_json(path: str | Path, data: dict) -> None:
 
 
 def read_json(path: str | Path) -> dict:
+    """The file's JSON object, `{}` when it does not exist; a RunFolderError when it is not JSON."""
     path = Path(path)
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise RunFolderError(f"{path} is not valid JSON ({error.msg} at line {error.lineno})") from None
 
 
 def remove_temporaries(run_dir: str | Path) -> int:
@@ -213,3 +238,145 @@ def merge_manifest(run_dir: str | Path, recovered: pd.DataFrame | None = None) -
     if parts_dir.is_dir() and not any(parts_dir.iterdir()):
         parts_dir.rmdir()
     return frame
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Whole runs: read by the study builder and the report
+
+
+@dataclass
+class Run:
+    name: str
+    dir: Path
+    config: dict
+    manifest: pd.DataFrame
+    scores: dict = field(default_factory=dict)
+
+    @property
+    def tags(self) -> dict:
+        return self.config.get("tags") or {}
+
+
+def is_run_folder(path: str | Path) -> bool:
+    path = Path(path)
+    return path.is_dir() and (path / MANIFEST).is_file()
+
+
+def run_name(config: dict, manifest: pd.DataFrame, folder: Path) -> str:
+    """`<model>-<steps>step` from config.json (manifest as fallback), else the folder name."""
+    model = config.get("model") or (manifest["model"].iloc[0] if len(manifest) else None)
+    steps = config.get("steps")
+    if steps is None and len(manifest) and manifest["steps"].nunique() == 1:
+        steps = manifest["steps"].iloc[0]
+    if not model:
+        return folder.name
+    model = Path(str(model)).name or str(model)  # a local pipeline folder path names itself by its last part
+    return f"{model}-{int(steps)}step" if steps is not None else model
+
+
+def read_run(path: str | Path) -> Run:
+    folder = Path(path)
+    if not folder.exists():
+        raise RunFolderError(f"run folder not found: {folder}")
+    if not is_run_folder(folder):
+        raise RunFolderError(f"not a run folder (no {MANIFEST}): {folder}")
+    try:
+        manifest = read_manifest(folder)
+    except (OSError, ValueError) as error:  # pyarrow's errors derive from these
+        raise RunFolderError(f"{folder / MANIFEST} is not a readable parquet file ({error})") from None
+    missing = [c for c in MANIFEST_COLUMNS if c not in manifest.columns]
+    if missing:
+        raise RunFolderError(f"{folder / MANIFEST} lacks columns: {', '.join(missing)}")
+    for column in ("category", "challenge"):
+        manifest[column] = manifest[column].fillna("").astype(str)
+    config = read_json(folder / CONFIG)
+    return Run(run_name(config, manifest, folder), folder.resolve(), config, manifest, read_json(folder / SCORES))
+
+
+def read_runs(paths: Iterable[str | Path]) -> list[Run]:
+    """Read runs; two runs with the same derived name fall back to `<name>@<folder>` so names stay unique."""
+    runs = [read_run(p) for p in paths]
+    counts = pd.Series([r.name for r in runs]).value_counts()
+    for run in runs:
+        if counts[run.name] > 1:
+            run.name = f"{run.name}@{run.dir.name}"
+    return runs
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Whole runs written at once: fake runs for tests and the demo (bench.demo)
+
+
+def write_run(out: str | Path, images: Iterable[tuple], config: dict, scores: dict | None = None) -> Path:
+    """A complete run folder from (PIL image, manifest row) pairs, through bench.run's own writers: atomic PNGs,
+    the journal folded into manifest.parquet by `merge_manifest` (so columns and types are a real run's)."""
+    out = Path(out)
+    rows = []
+    for image, row in images:
+        save_image(image, out / row["path"])
+        rows.append(row)
+    Journal(out).append(rows)
+    merge_manifest(out)
+    write_json(out / CONFIG, config)
+    if scores is not None:
+        write_json(out / SCORES, scores)
+    return out
+
+
+FAKE_CATEGORIES = ("Animals", "Food & Beverage", "Vehicles", "Artifacts")
+FAKE_CHALLENGES = ("Simple Detail", "Fine-grained Detail", "Quantity")
+_COLOURS = ("red", "green", "blue", "yellow", "purple", "orange")
+_SHAPES = ("circle", "square", "triangle")
+
+
+def fake_prompts(n: int) -> pd.DataFrame:
+    """`n` Parti-style prompts with categories and challenges cycling, ids zero-padded like a real suite's."""
+    rows = []
+    for i in range(n):
+        colour, shape = _COLOURS[i % len(_COLOURS)], _SHAPES[(i // len(_COLOURS)) % len(_SHAPES)]
+        article = "an" if colour[0] in "aeiou" else "a"
+        rows.append({"prompt_id": f"{i:04d}", "prompt": f"{article} {colour} {shape} number {i}",
+                     "category": FAKE_CATEGORIES[i % len(FAKE_CATEGORIES)],
+                     "challenge": FAKE_CHALLENGES[i % len(FAKE_CHALLENGES)]})
+    return pd.DataFrame(rows)
+
+
+def fake_image(prompt: str, seed: int, sharpness: float, size: int):
+    """A disk on a background, both from (prompt, seed); a less sharp model draws a smaller disk. The images
+    only need to be real, distinct files."""
+    from PIL import Image, ImageDraw
+
+    h = zlib.crc32(f"{prompt}|{seed}".encode())
+    background = (h & 0xFF, (h >> 8) & 0xFF, (h >> 16) & 0xFF)
+    image = Image.new("RGB", (size, size), background)
+    margin = int(size * (0.45 - 0.3 * sharpness))
+    ImageDraw.Draw(image).ellipse([margin, margin, size - margin, size - margin],
+                                  fill=tuple(255 - c for c in background))
+    return image
+
+
+def write_fake_run(out: str | Path, model: str, steps: int, prompts: pd.DataFrame, samples: int = 2,
+                   suite: str = "parti128", sharpness: float = 1.0, size: int = 32, guidance: float = 0.0,
+                   tags: dict | None = None, scores: dict | None = None, seed: int = 0) -> Path:
+    """A run of drawn images; seeds are bench.run's (`sample_seed`), so fake runs of one suite pair up."""
+    def images():
+        for prompt in prompts.to_dict("records"):
+            for k in range(samples):
+                image_seed = sample_seed(seed, suite, prompt["prompt_id"], k)
+                yield fake_image(prompt["prompt"], image_seed, sharpness, size), {
+                    "suite": suite, "prompt_id": prompt["prompt_id"], "prompt": prompt["prompt"],
+                    "category": prompt.get("category", ""), "challenge": prompt.get("challenge", ""),
+                    "sample_index": k, "seed": image_seed, "model": model, "steps": steps, "guidance": guidance,
+                    "width": size, "height": size, "path": image_path(suite, prompt["prompt_id"], k),
+                    "seconds_per_batch": 0.01 * steps}
+
+    config = {"model": model, "suite": [suite], "samples_per_prompt": samples, "steps": steps,
+              "guidance": guidance, "seed": seed, "tags": tags or {}}
+    return write_run(out, images(), config, scores)
+
+
+def fake_scores(prompts: pd.DataFrame, suite: str, clip: float) -> dict:
+    """A well-formed scores.json body with a per-category CLIP score around `clip` (fake numbers)."""
+    per_category = {c: {"clip_score": round(clip + 0.002 * i, 4)}
+                    for i, c in enumerate(sorted(prompts["category"].unique()))}
+    return {suite: {"clip_score": clip, "per_category": per_category}}

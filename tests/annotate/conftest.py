@@ -3,9 +3,8 @@
 import pytest
 
 from annotate import db
-from annotate.fixtures import fake_prompts, write_fake_run
-from annotate.runs import read_runs
 from annotate.study import create_study
+from bench.runfolder import fake_prompts, read_runs, write_fake_run
 from ladd.cli import run_cli
 
 MODEL_NAMES = ("shapes-turbo", "shapes-sd3", "shapes-lcm")  # must never reach the browser

@@ -6,8 +6,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from annotate import db
-from annotate.runs import read_runs
 from annotate.study import create_study
+from bench.runfolder import read_runs
 
 from conftest import MODEL_NAMES
 

@@ -4,9 +4,8 @@ import multiprocessing as mp
 import zlib
 
 from annotate import db
-from annotate.fixtures import fake_prompts, write_fake_run
-from annotate.runs import read_runs
 from annotate.study import create_study
+from bench.runfolder import fake_prompts, read_runs, write_fake_run
 
 PROCESSES, ANNOTATORS, COMPARISONS_EACH = 8, 4, 250  # 4 annotators x 250 comparisons x 2 questions = 2,000
 

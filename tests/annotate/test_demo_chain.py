@@ -1,12 +1,12 @@
 """The documented demo chain (docs/human-eval.md) without a browser: runs -> study -> simulated votes -> report."""
 
-from annotate import fixtures, simulate, study
-from bench import report
+from annotate import simulate, study
+from bench import demo, report
 
 
 def test_demo_chain(tmp_path, capsys, cli):
     results = tmp_path / "results"
-    assert fixtures.main(["--out", str(results), "--prompts", "8", "--samples-per-prompt", "2"]) == 0
+    assert demo.main(["--out", str(results), "--prompts", "8", "--samples-per-prompt", "2"]) == 0
     db = str(results / "study.db")
     assert study.main(["create", "--runs", str(results / "turbo1"), str(results / "teacher50"),
                        "--suite", "parti128", "--samples-per-prompt", "2", "--views", "4", "--batch-size", "8",

@@ -8,7 +8,7 @@ import pytest
 
 from annotate import db, study
 from annotate.db import StudyError
-from annotate.fixtures import fake_prompts, write_fake_run
+from bench.runfolder import fake_prompts, write_fake_run
 
 
 def load(path):

@@ -1,11 +1,15 @@
-"""The run folder's crash-safety pieces: atomic writes, the journal's torn last line, manifest merging."""
+"""The run folder: atomic writes, the journal's torn last line, manifest merging, reading and writing whole runs."""
 
 import pandas as pd
 import pytest
 from PIL import Image
 
-from bench.runfolder import (MANIFEST_COLUMNS, Journal, atomic_write, journal_files, merge_manifest,
-                             remove_temporaries, save_image)
+from bench.errors import BenchError
+from bench.runfolder import (CONFIG, MANIFEST, MANIFEST_COLUMNS, Journal, RunFolderError, atomic_write,
+                             fake_prompts, fake_scores, journal_files, merge_manifest, read_run, read_runs,
+                             remove_temporaries, save_image, write_fake_run)
+from bench.seeding import sample_seed
+from ladd.cli import UserError
 
 
 def row(i, seconds=0.5, **extra):
@@ -56,3 +60,47 @@ def test_merge_skips_a_torn_line_dedups_and_drops_rows_without_images(tmp_path):
     again = merge_manifest(tmp_path)
     assert len(again) == 3 and again.loc[0, "seconds_per_batch"] == 0.7
     assert pd.read_parquet(tmp_path / "manifest.parquet").equals(again)
+
+
+def test_a_fake_run_is_a_real_run_folder(tmp_path):
+    prompts = fake_prompts(3)
+    folder = write_fake_run(tmp_path / "run", "models/my-model", 4, prompts, samples=2, size=8,
+                            tags={"student_depth": 2}, scores=fake_scores(prompts, "parti128", 0.3))
+    manifest = pd.read_parquet(folder / MANIFEST)
+    # the same columns, order and types as a manifest merged by bench.run
+    assert list(manifest.columns[: len(MANIFEST_COLUMNS)]) == MANIFEST_COLUMNS
+    assert merge_manifest(folder).equals(manifest)
+    assert all((folder / p).is_file() for p in manifest["path"]) and len(manifest) == 6
+    assert manifest.loc[1, "seed"] == sample_seed(0, "parti128", "0000", 1)  # bench.run's seeds: runs pair up
+    assert not (folder / "manifest.parts").exists()
+
+    run = read_run(folder)
+    assert run.name == "my-model-4step" and run.tags == {"student_depth": 2}
+    assert run.scores["parti128"]["clip_score"] == 0.3 and run.manifest["prompt_id"].tolist()[:2] == ["0000"] * 2
+
+
+def test_runs_with_one_name_get_their_folder_appended(tmp_path):
+    prompts = fake_prompts(1)
+    runs = read_runs([write_fake_run(tmp_path / name, "m", 1, prompts, samples=1, size=4) for name in ("a", "b")])
+    assert [r.name for r in runs] == ["m-1step@a", "m-1step@b"]
+
+
+@pytest.mark.parametrize("problem, message", [("missing", "run folder not found"), ("no_manifest", "no manifest"),
+                                              ("bad_config", "config.json is not valid JSON"),
+                                              ("bad_manifest", "not a readable parquet file"),
+                                              ("short_manifest", "lacks columns: seed")])
+def test_unreadable_runs_are_one_user_error(tmp_path, problem, message):
+    folder = write_fake_run(tmp_path / "run", "m", 1, fake_prompts(1), samples=1, size=4)
+    if problem == "missing":
+        folder = tmp_path / "nope"
+    elif problem == "no_manifest":
+        (folder / MANIFEST).unlink()
+    elif problem == "bad_config":
+        (folder / CONFIG).write_text("{not json")
+    elif problem == "bad_manifest":
+        (folder / MANIFEST).write_bytes(b"not parquet")
+    else:
+        pd.read_parquet(folder / MANIFEST).drop(columns="seed").to_parquet(folder / MANIFEST)
+    with pytest.raises(RunFolderError, match=message) as error:
+        read_run(folder)
+    assert isinstance(error.value, BenchError) and isinstance(error.value, UserError)

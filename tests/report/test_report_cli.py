@@ -6,11 +6,10 @@ import pandas as pd
 import pytest
 
 from annotate import db
-from annotate.fixtures import demo_scores, fake_prompts, write_fake_run
-from annotate.runs import read_runs
 from annotate.simulate import simulate
 from annotate.study import create_study
 from bench import report
+from bench.runfolder import fake_prompts, fake_scores, read_runs, write_fake_run
 
 FAST = ["--bootstrap", "200", "--bt-bootstrap", "40"]
 
@@ -21,9 +20,9 @@ def results(tmp_path):
     folder = tmp_path / "results"
     prompts = fake_prompts(12)
     runs = [write_fake_run(folder / "turbo1", "shapes-turbo", 1, prompts, 2, size=8, sharpness=0.5,
-                           scores=demo_scores(prompts, "parti128", 0.27)),
+                           scores=fake_scores(prompts, "parti128", 0.27)),
             write_fake_run(folder / "teacher50", "shapes-sd3", 50, prompts, 2, size=8,
-                           scores=demo_scores(prompts, "parti128", 0.30))]
+                           scores=fake_scores(prompts, "parti128", 0.30))]
     engine = db.make_engine(str(folder / "study.db"), must_exist=False)
     model, *baselines = read_runs(runs)
     create_study(engine, "demo", model, baselines, "parti128", 2, 4, batch_size=12, gold_per_batch=2)
