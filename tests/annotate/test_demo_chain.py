@@ -1,7 +1,8 @@
 """The documented demo chain (docs/human-eval.md) without a browser: runs -> study -> simulated votes -> report."""
 
 from annotate import simulate, study
-from bench import demo, report
+from bench import demo
+from bench.report.__main__ import main as report
 
 
 def test_demo_chain(tmp_path, capsys, cli):
@@ -16,7 +17,7 @@ def test_demo_chain(tmp_path, capsys, cli):
     code, _, err = cli(simulate, "--db", db, "--prefer-first", "1.5")
     assert code == 2 and err == f"{simulate.PROG}: error: --prefer-first must be strictly between 0 and 1\n"
     out = results / "report"
-    assert report.main(["--study", db, "--runs", *map(str, results.iterdir()), "--out", str(out),
+    assert report(["--study", db, "--runs", *map(str, results.iterdir()), "--out", str(out),
                         "--bootstrap", "100", "--bt-bootstrap", "20"]) == 0
     summary = (out / "summary.md").read_text()
     assert "shapes-turbo-1step" in summary and "shapes-sd3-50step" in summary

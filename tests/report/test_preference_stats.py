@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from scipy.special import expit, logit
 
-from bench import preference as P
+from bench.report import statistics as P
 
 
 def population_preference(p_model, spread):

@@ -1,4 +1,4 @@
-"""bench.report end to end on fake run folders and simulated votes, plus its error paths."""
+"""python -m bench.report end to end on fake run folders and simulated votes, plus its error paths."""
 
 import re
 
@@ -8,8 +8,14 @@ import pytest
 from annotate import db
 from annotate.simulate import simulate
 from annotate.study import create_study
-from bench import report
+from bench.report import charts
+from bench.report.__main__ import PROG, main
+from bench.report.publish import build_report
+from bench.report.runs import editing_points, scaling_points
+from bench.report.sections import Options
+from bench.report.study import load_study
 from bench.runfolder import fake_prompts, fake_scores, read_runs, write_fake_run
+from ladd.cli import run_cli
 
 FAST = ["--bootstrap", "200", "--bt-bootstrap", "40"]
 
@@ -39,7 +45,7 @@ def win_rate_in(summary: str, question: str) -> int:
 def test_study_and_runs(results, capsys):
     out = results / "report"
     paths = [str(p) for p in sorted(results.iterdir())]  # what `results/*` expands to, db file included
-    assert report.main(["--study", str(results / "study.db"), "--runs", *paths, "--out", str(out), *FAST]) == 0
+    assert main(["--study", str(results / "study.db"), "--runs", *paths, "--out", str(out), *FAST]) == 0
     assert "skipped" in capsys.readouterr().err  # the database file is not a run
     summary = (out / "summary.md").read_text()
     for heading in ("Quality filters", "Win rates", "Bradley–Terry ratings", "Win rate per Parti category",
@@ -75,30 +81,31 @@ def test_runs_only_with_scaling_editing_and_inpainting(tmp_path):
                                                                 "per_category": {"thick": {"fid": 15.0,
                                                                                            "lpips": 0.3}}}}))
     out = tmp_path / "report"
-    assert report.main(["--runs", *map(str, runs), "--out", str(out)]) == 0
+    assert main(["--runs", *map(str, runs), "--out", str(out)]) == 0
     summary = (out / "summary.md").read_text()
     assert (out / "figures" / "scaling_shapes.png").is_file()
     assert (out / "figures" / "editing_pie-bench.png").is_file()
     assert "## Inpainting" in summary and "| shapes-inpaint-4step | coco-inpaint | thick | 15 | 0.3 |" in summary
     assert "## Human preference study" not in summary
 
-    points, metrics = report.scaling_points(read_runs(runs[:7]), "shapes")
+    points, metrics = scaling_points(read_runs(runs[:7]), "shapes")
     assert metrics == ["accuracy", "clip_score"]
     student = points[points["dimension"] == "student_depth"].sort_values("depth")
     assert student["depth"].tolist() == [2, 4, 8] and student["accuracy"].tolist() == [0.60, 0.70, 0.80]
     assert sorted(points[points["dimension"] == "teacher_depth"]["depth"]) == [2, 4, 8]
-    editing = report.editing_points(read_runs(runs[7:10]))
+    editing = editing_points(read_runs(runs[7:10]))
     assert editing.sort_values("image_guidance")["image_similarity"].tolist() == [0.9, 0.85, 0.8]
 
 
 def test_study_only(results):
     out = results / "only-study"
-    assert report.main(["--study", str(results / "study.db"), "--out", str(out), *FAST]) == 0
+    assert main(["--study", str(results / "study.db"), "--out", str(out), *FAST]) == 0
     summary = (out / "summary.md").read_text()
     assert "## Win rates" in summary and "## Runs" not in summary
 
 
-@pytest.mark.parametrize("problem", ["missing_db", "unknown_run", "empty_study", "nothing", "not_a_study"])
+@pytest.mark.parametrize("problem", ["missing_db", "unknown_run", "empty_study", "nothing", "not_a_study",
+                                     "bad_run", "bad_number"])
 def test_bad_input_keeps_the_existing_report(results, tmp_path, capsys, problem):
     out = results / "report"
     out.mkdir()
@@ -108,16 +115,21 @@ def test_bad_input_keeps_the_existing_report(results, tmp_path, capsys, problem)
                             str(results / "no-such-run")],
             "empty_study": ["--study", str(tmp_path / "empty.db")],
             "nothing": [],
-            "not_a_study": ["--study", str(tmp_path / "other.db")]}[problem]
+            "not_a_study": ["--study", str(tmp_path / "other.db")],
+            "bad_run": ["--runs", str(results / "turbo1")],
+            "bad_number": ["--runs", str(results / "turbo1"), "--pairs", "six"]}[problem]
     if problem == "empty_study":
         engine = db.make_engine(str(tmp_path / "empty.db"), must_exist=False)
         model, *baselines = read_runs([results / "turbo1", results / "teacher50"])
         create_study(engine, "empty", model, baselines, "parti128", 2, 1, 10, 0)
     if problem == "not_a_study":
         pd.DataFrame({"x": [1]}).to_sql("other", db.make_engine(str(tmp_path / "other.db"), must_exist=False))
-    assert report.main([*args, "--out", str(out)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "\n" not in err
+    if problem == "bad_run":
+        (results / "turbo1" / "config.json").write_text("{broken")
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(main, PROG, [*args, "--out", str(out)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.startswith(f"{PROG}: error: ") and err.count("\n") == 1, err
     assert (out / "index.html").read_text() == "previous report"
     assert not (tmp_path / "nope.db").exists()
 
@@ -130,9 +142,8 @@ def test_failure_while_rendering_leaves_the_old_report(results, monkeypatch):
     def broken(*_args, **_kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(report.charts, "win_rate_bars", broken)
-    args = report._parser().parse_args(["--out", str(out), *FAST])
+    monkeypatch.setattr(charts, "win_rate_bars", broken)
     with pytest.raises(RuntimeError):
-        report.build_report(report.load_study(str(results / "study.db"), None), [], out, args)
+        build_report(load_study(str(results / "study.db"), None), [], out, Options(bootstrap=200, bt_bootstrap=40))
     assert (out / "index.html").read_text() == "previous report"
     assert not [p for p in results.iterdir() if p.name.startswith(".report-")]  # no staging left behind

@@ -1,0 +1,167 @@
+"""The run sections: metric tables per suite, CLIP score per category, scaling and editing plots, inpainting,
+sample images side by side. Everything comes from the runs' scores.json, config.json tags and manifests."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bench.report import charts
+from bench.report.sections import IMAGES_DIR, Card, Options, Picture, Section
+from bench.runfolder import KEY, Run
+
+
+def scalar_metrics(scores: dict) -> dict:
+    return {k: v for k, v in scores.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def metric_tables(runs: list[Run]) -> dict[str, pd.DataFrame]:
+    """Per suite: one row per run, one column per scalar metric in its scores.json."""
+    rows = [{"suite": suite, "run": run.name, **scalar_metrics(values)}
+            for run in runs for suite, values in run.scores.items() if isinstance(values, dict)]
+    frame = pd.DataFrame(rows)
+    return {suite: group.drop(columns="suite").dropna(axis=1, how="all").reset_index(drop=True)
+            for suite, group in frame.groupby("suite", sort=True)} if rows else {}
+
+
+def clip_key(metrics) -> str | None:
+    keys = [k for k in metrics if "clip_score" in k.lower()]
+    return "clip_score" if "clip_score" in keys else (keys[0] if keys else None)
+
+
+def clip_by_category(runs: list[Run]) -> dict[str, pd.DataFrame]:
+    """Per suite: category × run table of the CLIP score."""
+    tables = {}
+    suites = sorted({s for r in runs for s, v in r.scores.items() if isinstance(v, dict) and v.get("per_category")})
+    for suite in suites:
+        columns = {}
+        for run in runs:
+            per_category = (run.scores.get(suite) or {}).get("per_category") or {}
+            values = {c: m[clip_key(m)] for c, m in per_category.items() if isinstance(m, dict) and clip_key(m)}
+            if values:
+                columns[run.name] = pd.Series(values)
+        if columns:
+            tables[suite] = pd.DataFrame(columns).rename_axis("category").reset_index()
+    return tables
+
+
+def scaling_points(runs: list[Run], suite: str) -> tuple[pd.DataFrame, list[str]]:
+    """One point per run and varied dimension: the other depths held at their most common (default) value."""
+    rows = []
+    for run in runs:
+        depths = {d: run.tags[d] for d in charts.DEPTH_TAGS if d in run.tags}
+        metrics = scalar_metrics(run.scores.get(suite) or {})
+        if depths and metrics:
+            rows.append({**depths, **metrics})
+    if not rows:
+        return pd.DataFrame(), []
+    frame = pd.DataFrame(rows)
+    dims = [d for d in charts.DEPTH_TAGS if d in frame]
+    defaults = {d: frame[d].mode().max() for d in dims}
+    metrics = [c for c in frame.columns  # counts such as n_images are bookkeeping, not quality
+               if c not in dims and not c.startswith("n_") and frame[c].notna().all()][:4]
+    points = []
+    for dim in dims:
+        held = np.logical_and.reduce([frame[o].isna() | (frame[o] == defaults[o]) for o in dims if o != dim]
+                                     or [np.ones(len(frame), bool)])
+        varied = frame[held & frame[dim].notna()]
+        if varied[dim].nunique() >= 2:
+            points.append(varied.assign(dimension=dim, depth=varied[dim]))
+    return (pd.concat(points, ignore_index=True) if points else pd.DataFrame()), metrics
+
+
+def editing_points(runs: list[Run]) -> pd.DataFrame:
+    rows = []
+    for run in runs:
+        if "image_guidance" not in run.tags:
+            continue
+        for suite, values in run.scores.items():
+            metrics = scalar_metrics(values if isinstance(values, dict) else {})
+            image = [k for k in metrics if "image_sim" in k.lower()]
+            direction = [k for k in metrics if "direction_sim" in k.lower()]
+            if image and direction:
+                rows.append({"suite": suite, "model": Path(str(run.config.get("model", run.name))).name,
+                             "run": run.name, "image_guidance": float(run.tags["image_guidance"]),
+                             "image_similarity": metrics[image[0]], "direction_similarity": metrics[direction[0]]})
+    return pd.DataFrame(rows)
+
+
+def inpainting_table(runs: list[Run]) -> pd.DataFrame:
+    rows = []
+    for run in runs:
+        for suite, values in run.scores.items():
+            if "inpaint" not in suite or not isinstance(values, dict):
+                continue
+            picked = {k: v for k, v in scalar_metrics(values).items() if "fid" in k.lower() or "lpips" in k.lower()}
+            rows.append({"run": run.name, "suite": suite, "masks": "all", **picked})
+            for policy, metrics in (values.get("per_category") or {}).items():
+                picked = {k: v for k, v in scalar_metrics(metrics).items()
+                          if "fid" in k.lower() or "lpips" in k.lower()}
+                rows.append({"run": run.name, "suite": suite, "masks": policy, **picked})
+    return pd.DataFrame(rows)
+
+
+def run_sections(runs: list[Run], figures: Path, images: Path, options: Options) -> list[Section]:
+    sections = []
+    listing = pd.DataFrame([{"run": r.name, "folder": str(r.dir), "images": len(r.manifest),
+                             "suites": ", ".join(sorted(r.manifest["suite"].unique())),
+                             "tags": ", ".join(f"{k}={v}" for k, v in r.tags.items())} for r in runs])
+    sections.append(Section("Runs").table(listing))
+    tables = metric_tables(runs)
+    if tables:
+        metrics = Section("Metrics per suite")
+        for suite, table in tables.items():
+            metrics.text(f"**{suite}**").table(table)
+        sections.append(metrics)
+    clip = clip_by_category(runs)
+    if clip:
+        section = Section("CLIP score per category")
+        for suite, table in clip.items():
+            section.text(f"**{suite}**").table(table)
+        sections.append(section)
+    for suite in sorted({s for r in runs if any(d in r.tags for d in charts.DEPTH_TAGS) for s in r.scores}):
+        points, metrics = scaling_points(runs, suite)
+        if not points.empty and metrics:
+            shown = points[["dimension", "depth", *metrics]].sort_values(["dimension", "depth"])
+            sections.append(Section(f"Scaling ({suite})").text(
+                "One depth varied at a time, the others held at their most common value (Figure 7).")
+                .table(shown).figure(charts.scaling_plot(points, metrics, figures / f"scaling_{suite}.png")))
+    editing = editing_points(runs)
+    for suite, rows in (editing.groupby("suite") if not editing.empty else []):
+        sections.append(Section(f"Editing trade-off ({suite})").text(
+            "CLIP direction similarity against CLIP image similarity across image-guidance strengths.")
+            .table(rows.drop(columns="suite").sort_values(["model", "image_guidance"]))
+            .figure(charts.editing_tradeoff(rows, figures / f"editing_{suite}.png")))
+    inpainting = inpainting_table(runs)
+    if not inpainting.empty:
+        sections.append(Section("Inpainting").text("FID and LPIPS per run and mask policy.").table(inpainting))
+    sections.append(samples_section(runs, images, options))
+    return sections
+
+
+def samples_section(runs: list[Run], images: Path, options: Options) -> Section:
+    """The same (suite, prompt, sample) from every run that has it, side by side."""
+    section = Section("Sample images")
+    common = runs[0].manifest[KEY + ["prompt"]]
+    for run in runs[1:]:
+        common = common.merge(run.manifest[KEY], on=KEY)
+    if common.empty:
+        return section.text("The runs share no (suite, prompt, sample).")
+    chosen = common[common["sample_index"] == common["sample_index"].min()]
+    chosen = chosen.sample(min(options.pairs, len(chosen)), random_state=options.seed).sort_values(KEY)
+    cards = []
+    for row in chosen.itertuples():
+        pictures = []
+        for i, run in enumerate(runs):
+            match = run.manifest[(run.manifest["suite"] == row.suite) & (run.manifest["prompt_id"] == row.prompt_id)
+                                 & (run.manifest["sample_index"] == row.sample_index)]
+            source = run.dir / match["path"].iloc[0]
+            if source.is_file():
+                target = images / f"run{i}_{row.suite}_{row.prompt_id}_{row.sample_index}{source.suffix}"
+                shutil.copyfile(source, target)
+                pictures.append(Picture(f"{IMAGES_DIR}/{target.name}", [run.name]))
+        cards.append(Card(row.prompt, pictures))
+    return section.cards(cards).text(f"{len(chosen)} prompts shown in index.html.")
