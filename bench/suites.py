@@ -19,7 +19,9 @@ import numpy as np
 import pandas as pd
 
 from bench.errors import BenchError
+from ladd.cli import LaddError
 from ladd.paths import PROMPTS_DIR, REPO_ROOT
+from ladd.prompts import read_prompt_file
 
 TEXT_TO_IMAGE, EDITING, INPAINTING = "text-to-image", "editing", "inpainting"
 BASE_COLUMNS = ["prompt_id", "prompt", "category", "challenge", "width", "height"]
@@ -177,23 +179,13 @@ def read_shapes(path: str | Path = SHAPES_PATH) -> pd.DataFrame:
 
 
 def read_prompts_file(path: str | Path) -> pd.DataFrame:
-    """A custom prompt list: a CSV with a `prompt` column (optionally `category`), or text, one prompt a line."""
-    path = Path(path)
-    if not path.is_file():
-        raise SuiteDataError(f"prompts file {path} not found")
-    if path.suffix.lower() == ".csv":
-        table = pd.read_csv(path, keep_default_na=False, dtype=str, encoding="utf-8-sig")
-        if "prompt" not in table.columns:
-            raise SuiteDataError(f"{path} has no 'prompt' column (columns: {', '.join(table.columns)})")
-        table = table[table["prompt"].str.strip() != ""]
-        columns = [c for c in ("prompt", "category", "challenge") if c in table.columns]
-        frame = table[columns]
-    else:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
-        frame = pd.DataFrame({"prompt": [line.strip() for line in lines if line.strip()]})
-    if frame.empty:
-        raise SuiteDataError(f"no prompts in {path}")
-    return _frame(frame)
+    """A custom prompt list, read by the reader `ladd.synth` shares (`ladd.prompts.read_prompt_file`): text, one
+    prompt a line, or a CSV with a `prompt` column; its `category` and `challenge` columns are kept."""
+    try:
+        table = read_prompt_file(path)
+    except LaddError as error:  # one error type per package: callers of bench see a BenchError
+        raise SuiteDataError(str(error)) from None
+    return _frame(table[[c for c in ("prompt", "category", "challenge") if c in table.columns]])
 
 
 # ---------------------------------------------------------------------------------------------------------------

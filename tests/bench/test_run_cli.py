@@ -96,7 +96,7 @@ def test_missing_weights_in_a_real_process(cli_env):
     (["--suite", "drawbench", "--limit", "many"], ["--limit", "'many'"]),
     (["--samples-per-prompt", "0"], ["--samples-per-prompt"]),
     (["--guidance", "-1"], ["--guidance"]),
-    (["--prompts", "no/such/file.txt"], ["prompts file no/such/file.txt not found"]),
+    (["--prompts", "no/such/file.txt"], ["prompt file no/such/file.txt not found"]),
     (["--suite", "custom"], ["needs --prompts"]),
     (["--model", "sd9", "--suite", "drawbench"], ["unknown model 'sd9'"]),
     (["--model", "sdxl", "--suite", "drawbench"], ["stabilityai/stable-diffusion-xl-base-1.0", "HF_HUB_OFFLINE"]),

@@ -136,6 +136,21 @@ def test_custom_csv_errors(tmp_path, content, message):
         read_prompts_file(path)
 
 
+def test_custom_prompts_are_read_by_the_shared_reader(tmp_path):
+    """bench.run --prompts and ladd.synth --prompts read a file the same way; a bad file is a SuiteDataError."""
+    from ladd.prompts import read_prompt_file
+
+    path = tmp_path / "mine.csv"
+    path.write_text("prompt,challenge,width\na red circle,Quantity,64\n,,\n", encoding="utf-8")
+    frame = read_prompts_file(path)
+    assert frame["prompt"].tolist() == read_prompt_file(path)["prompt"].tolist() == ["a red circle"]
+    assert frame["challenge"].tolist() == ["Quantity"] and frame["width"].tolist() == [0]  # size: the model's
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("caf\xe9\n".encode("latin-1"))
+    with pytest.raises(SuiteDataError, match="not UTF-8 text"):
+        read_prompts_file(latin1)
+
+
 def test_load_suite_limit_and_ids_do_not_depend_on_limit():
     full = load_suite("drawbench")
     first = load_suite("drawbench", limit=8)
