@@ -40,24 +40,33 @@ def call_parameters(pipe) -> dict[str, inspect.Parameter]:
     return dict(inspect.signature(pipe.__call__).parameters)
 
 
-def resolve_call_kwargs(pipe, defaults: dict, steps: int | None = None, guidance: float | None = None) -> dict:
+def resolve_call_kwargs(pipe, defaults: dict, steps: int | None = None, guidance: float | None = None,
+                        timesteps=None) -> dict:
     """The pipeline call arguments: the model's defaults, overridden by --steps / --guidance.
 
     --steps on a stochastic (consistency) scheduler — a LADD student — samples at the student's own timesteps for
-    that many steps (`ladd.sampling.scheduler_for_steps`: 1, 2 or 4 steps), not at a respaced schedule. On any
-    other scheduler, sigmas pinned by the defaults are dropped and the scheduler spaces `num_inference_steps`.
+    that many steps (`ladd.timesteps.StudentTimesteps.sigmas`, e.g. [1, .5] for 2 of [1, .75, .5, .25]), not at a
+    respaced schedule. `timesteps` are the student's (its folder's sigma table); without them, the timesteps its
+    defaults pin, else the paper's. On any other scheduler, pinned sigmas are dropped and the scheduler spaces
+    `num_inference_steps`.
     """
     kwargs = dict(defaults)
     if guidance is not None:
         kwargs["guidance_scale"] = float(guidance)
     if steps is not None:
         if pipe.scheduler.config.get("stochastic_sampling"):
-            from ladd.sampling import scheduler_for_steps
+            from ladd.sampling import consistency_scheduler
+            from ladd.timesteps import StudentTimesteps
 
             try:
-                pipe.scheduler, kwargs["sigmas"] = scheduler_for_steps(pipe.scheduler, steps)
+                if timesteps is None:
+                    pinned = defaults.get("sigmas")
+                    timesteps = StudentTimesteps.for_sampling(pinned) if pinned else StudentTimesteps()
+                kwargs["sigmas"] = timesteps.sigmas(int(steps))
             except ValueError as error:
                 raise BenchError(f"--steps {steps}: {error}") from None
+            # A student exported before explicit sigmas were kept as given would re-stretch them (shift_terminal).
+            pipe.scheduler = consistency_scheduler(pipe.scheduler.config)
         else:
             kwargs.pop("sigmas", None)
         kwargs["num_inference_steps"] = int(steps)

@@ -236,7 +236,10 @@ def main(argv: list[str] | None = None) -> int:
             swap_vae(pipe, args.vae)
         except ValueError as error:
             raise BenchError(str(error)) from None
-    call_kwargs = resolve_call_kwargs(pipe, spec.defaults, args.steps, args.guidance)
+    from ladd.sampling import read_student_timesteps
+
+    timesteps = read_student_timesteps(spec.source) if spec.kind != "hub" else None
+    call_kwargs = resolve_call_kwargs(pipe, spec.defaults, args.steps, args.guidance, timesteps)
     steps, guidance = effective_steps(pipe, call_kwargs), effective_guidance(pipe, call_kwargs)
     size = default_size(pipe, call_kwargs)
     plan = plan_images(frames, samples_per_prompt=args.samples_per_prompt, seed=args.seed, size=size,

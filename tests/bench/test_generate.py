@@ -74,6 +74,7 @@ def test_steps_override_on_a_consistency_scheduler_uses_ladd_sigmas(tiny_pipelin
 
     from ladd.pipelines import load_pipeline
     from ladd.sampling import consistency_scheduler_config
+    from ladd.timesteps import StudentTimesteps
 
     pipe = load_pipeline(tiny_pipeline_dir)
     pipe.scheduler = FlowMatchEulerDiscreteScheduler.from_config(consistency_scheduler_config(pipe.scheduler.config))
@@ -87,6 +88,11 @@ def test_steps_override_on_a_consistency_scheduler_uses_ladd_sigmas(tiny_pipelin
     # an exported student pins no sigmas (its scheduler spaces 4 steps itself); --steps 2 still means [1, .5]
     assert resolve_call_kwargs(pipe, {"num_inference_steps": 4}, steps=2)["sigmas"] == [1.0, 0.5]
     assert "sigmas" not in resolve_call_kwargs(pipe, {"num_inference_steps": 4})
+    # a student trained on {1, .5}: its folder's timesteps decide, whatever its defaults pin
+    two = StudentTimesteps.for_sampling([1.0, 0.5])
+    assert resolve_call_kwargs(pipe, {"num_inference_steps": 2}, steps=1, timesteps=two)["sigmas"] == [1.0]
+    with pytest.raises(BenchError, match="--steps 4"):
+        resolve_call_kwargs(pipe, defaults, steps=4, timesteps=two)
 
 
 def test_steps_override_drops_pinned_sigmas_on_other_schedulers(tiny_pipeline_dir):
@@ -109,6 +115,7 @@ def stochastic_pipe(tiny_pipeline_dir):
 
     from ladd.pipelines import load_pipeline
     from ladd.sampling import consistency_scheduler_config
+    from ladd.timesteps import StudentTimesteps
 
     pipe = load_pipeline(tiny_pipeline_dir)
     pipe.scheduler = FlowMatchEulerDiscreteScheduler.from_config(consistency_scheduler_config(pipe.scheduler.config))
