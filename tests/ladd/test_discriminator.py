@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from ladd.discriminator import (
-    Discriminator,
+from ladd.discriminator import Discriminator
+from ladd.losses import (
     bce_discriminator_loss,
     bce_fake_term,
     bce_generator_loss,
