@@ -23,6 +23,7 @@ from bench.run import main as bench_run
 from ladd.checkpoint import CHECKPOINT_FILE, complete_checkpoints, export_student, load_student
 from ladd.cli import OneLineParser, run_cli
 from ladd.paths import MODELS_DIR, RESULTS_DIR
+from ladd.timesteps import StudentTimesteps
 
 PROG = "python -m bench.select"
 CATEGORIES = ["single", "two_object", "counting", "size"]
@@ -110,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(lines))
     if args.export:
         folder = candidates[chosen][0]
-        path, linked = export_student(teacher, load_student(folder), args.export, link_teacher=True)
+        student, timesteps = load_student(folder)  # a folder exported without a sigma table: the paper's timesteps
+        path, linked = export_student(teacher, student, args.export, timesteps or StudentTimesteps(), link_teacher=True)
         print(f"exported {folder} to {path} (linked to the teacher's: {', '.join(linked) or 'nothing'})")
     return 0
 

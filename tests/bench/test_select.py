@@ -1,5 +1,6 @@
 """bench.select on student folders (earlier exports, soups): the rule and the export, on the smoke zoo."""
 
+import json
 import subprocess
 import sys
 
@@ -10,6 +11,7 @@ from diffusers import SD3Transformer2DModel
 from bench.errors import BenchError
 from bench.select import main as select_main
 from ladd.checkpoint import export_student
+from ladd.timesteps import StudentTimesteps
 
 
 def perturbed_student(teacher, out, seed):
@@ -18,7 +20,7 @@ def perturbed_student(teacher, out, seed):
     with torch.no_grad():
         for p in student.parameters():
             p.add_(0.1 * torch.randn_like(p))
-    return export_student(teacher, student, out, link_teacher=True)[0]
+    return export_student(teacher, student, out, StudentTimesteps(), link_teacher=True)[0]
 
 
 def test_select_among_folders_exports_the_best_mean(smoke_teacher, tmp_path, capsys):
@@ -35,6 +37,8 @@ def test_select_among_folders_exports_the_best_mean(smoke_teacher, tmp_path, cap
     chosen = SD3Transformer2DModel.from_pretrained(export / "transformer").state_dict()
     expected = SD3Transformer2DModel.from_pretrained(f"{best}/transformer").state_dict()
     assert all(torch.equal(chosen[name], expected[name]) for name in expected)
+    sigmas = json.loads((export / "sampling_defaults.json").read_text())["consistency_sigmas"]
+    assert sigmas["1"] == [1.0] and sigmas["2"] == [1.0, 0.5]  # the chosen student samples as the paper's in diffusers
     assert (tmp_path / "select" / "a-1-step" / "scores.json").exists()
 
 
