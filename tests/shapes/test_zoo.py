@@ -25,6 +25,7 @@ from ladd.shapes.grammar import VOCABULARY
 from ladd.shapes.render import BUCKETS
 from ladd.shapes.zoo import (SCENE_SEQUENCE_LENGTH, build_tokenizer, learn_bpe_merges, make_tiny_vae,
                              max_sequence_length)
+from tests.conftest import cli_exit_code
 
 
 def test_tokenizer_is_word_level_and_loads_from_disk(tmp_path):
@@ -125,19 +126,19 @@ def test_teacher_init_from_a_built_teacher(smoke_zoo, tmp_path, capsys):
     for name, weight in load_pipeline(source).transformer.state_dict().items():
         assert torch.equal(copied[name], weight), name
     # another architecture cannot start from it: one line, nothing written
-    assert build_main(["--smoke", "--out", str(out), "--work", str(tmp_path), 'stages=["teacher"]',
+    assert cli_exit_code(build_main, ["--smoke", "--out", str(out), "--work", str(tmp_path), 'stages=["teacher"]',
                        f"teacher.init_from={source}", "teacher.depth=2", 'teacher.name="shapes-sd3-bad"']) == 2
     assert "differs from the configured teacher in num_layers" in capsys.readouterr().err
     assert not (out / "shapes-sd3-bad").exists()
 
 
 def test_bad_override_is_one_line_error(capsys):
-    assert build_main(["--smoke", "teacher.depthh=3"]) == 2
+    assert cli_exit_code(build_main, ["--smoke", "teacher.depthh=3"]) == 2
     assert "unknown config key" in capsys.readouterr().err
 
 
 def test_tiny_vae_without_synthetic_shards_is_one_line_error(tmp_path, capsys):
-    assert build_main(["--smoke", "--out", str(tmp_path), 'stages=["tiny_vae"]',
+    assert cli_exit_code(build_main, ["--smoke", "--out", str(tmp_path), 'stages=["tiny_vae"]',
                        f"tiny_vae.generated={tmp_path / 'none'}"]) == 2
     assert "no ladd.synth shards there" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
@@ -222,6 +223,6 @@ def test_tiny_vae_class_must_be_a_known_autoencoder(smoke_zoo):
     ("tiny_vae.layers_per_block=0", "tiny_vae.layers_per_block must be >= 1"),
 ])
 def test_bad_tiny_vae_config_is_one_line_error_before_any_work(tmp_path, capsys, override, message):
-    assert build_main(["--smoke", "--out", str(tmp_path), 'stages=["tiny_vae"]', override]) == 2
+    assert cli_exit_code(build_main, ["--smoke", "--out", str(tmp_path), 'stages=["tiny_vae"]', override]) == 2
     assert message in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
