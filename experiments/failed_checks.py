@@ -22,7 +22,6 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-import ladd  # noqa: F401  (before torch-backed imports: sets OMP_WAIT_POLICY, see ladd/__init__.py)
 import pandas as pd
 from PIL import Image
 

@@ -21,7 +21,6 @@ import argparse
 import json
 from pathlib import Path
 
-import ladd  # noqa: F401  (before torch: sets OMP_WAIT_POLICY, see ladd/__init__.py)
 import numpy as np
 import pandas as pd
 
@@ -30,7 +29,7 @@ from ladd.pipelines import load_pipeline
 from ladd.sampling import read_sampling_defaults
 from ladd.shapes.evaluate import evaluate
 from ladd.shapes.grammar import CATEGORIES, parse_prompt, scene_category
-from ladd.synth import read_shard, shard_path
+from ladd.data import read_shard, shard_path
 from bench.generate import run_batch
 from bench.suites import SHAPES_VAL_PATH, TEXT_TO_IMAGE
 

@@ -48,9 +48,11 @@ from ladd.data import LatentBuckets
 from ladd.flow import denoise
 from ladd.logs import MetricsLog
 from ladd.paths import MODELS_DIR
-from ladd.sampling import STUDENT_TIMESTEPS, consistency_trajectory
-from ladd.schedule import StudentTimestepSchedule
-from ladd.shapes.optim import cosine_lr
+from ladd.optim import lr_multiplier
+from ladd.sampling import consistency_trajectory
+from ladd.timesteps import StudentTimesteps
+
+STUDENT_TIMESTEPS = StudentTimesteps().timesteps
 
 
 def kept_blocks(num_layers: int, drop: list[int]) -> list[int]:
@@ -88,7 +90,7 @@ def drop_blocks(transformer: SD3Transformer2DModel, drop: list[int]) -> SD3Trans
 def load_shallow_init(init_dir: str | Path, expected: SD3Transformer2DModel) -> SD3Transformer2DModel:
     """The transformer of `init_dir` (an earlier output of this script) to go on from; a ValueError unless its
     architecture is `expected`'s (the same source with the same blocks dropped)."""
-    shallow = load_student(init_dir)
+    shallow = load_student(init_dir)[0]
     differences = sorted(key for key in {**expected.config, **shallow.config} if not key.startswith("_")
                          and expected.config.get(key) != shallow.config.get(key))
     if differences:
@@ -123,7 +125,7 @@ def repair_lr(iteration: int, iterations: int, lr: float, schedule: str = "const
     if schedule == "constant":
         return lr
     if schedule == "cosine":
-        return lr * cosine_lr(iteration, iterations, warmup=0, final_fraction=0.0)
+        return lr * lr_multiplier(iteration, warmup=0, total=iterations, final_fraction=0.0)
     raise ValueError(f"unknown learning-rate schedule {schedule!r} (constant or cosine)")
 
 
@@ -135,7 +137,7 @@ def repair(shallow, deep, data: LatentBuckets, iterations: int, batch_size: int 
     # a bad schedule or step distribution fails before any work
     repair_lr(0, iterations, lr, lr_schedule)
     if step_probs is not None:
-        StudentTimestepSchedule(STUDENT_TIMESTEPS, probs=tuple(step_probs), switch_at=0)
+        StudentTimesteps(STUDENT_TIMESTEPS, probs=tuple(step_probs), switch_at=0)
     deep.eval().requires_grad_(False)
     shallow.train()
     optimizer = torch.optim.AdamW(shallow.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
@@ -181,14 +183,14 @@ def main(argv=None) -> int:
         print("error: --repair-iterations needs --repair-data (ladd.synth shards) and a count >= 0", file=sys.stderr)
         return 2
     try:
-        deep = load_student(args.source)
+        deep = load_student(args.source)[0]
         shallow = drop_blocks(deep, args.drop)
         if args.init:
             shallow = load_shallow_init(args.init, shallow)
         losses = repair(shallow, deep, LatentBuckets(args.repair_data), args.repair_iterations, args.batch_size,
                         args.repair_lr, args.seed, args.repair_schedule, args.repair_step_probs
                         ) if args.repair_iterations else []
-        export_student(args.teacher, shallow, args.out, link_teacher=True)
+        export_student(args.teacher, shallow, args.out, StudentTimesteps(), link_teacher=True)
     except (ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

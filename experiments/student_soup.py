@@ -38,6 +38,7 @@ import torch
 from bench.select import SAMPLERS, validation_accuracy
 from ladd.checkpoint import CHECKPOINT_FILE, export_student, load_student
 from ladd.paths import MODELS_DIR, RESULTS_DIR
+from ladd.timesteps import StudentTimesteps
 
 
 def check_weights(count: int, weights: list[float]) -> None:
@@ -81,9 +82,9 @@ def ingredient_name(folder: Path) -> str:
 def write_soup(students: list[Path], weights: list[float], state_dicts: dict, teacher: Path, out: Path) -> Path:
     """The weighted soup of `students` (folders or checkpoints, their parameters in `state_dicts`) as a pipeline
     folder at `out`."""
-    soup = load_student(students[0])  # the module the averaged parameters go into
+    soup, timesteps = load_student(students[0])  # the module the averaged parameters go into
     soup.load_state_dict(soup_state_dict([state_dicts[folder] for folder in students], weights))
-    return export_student(teacher, soup, out, link_teacher=True)[0]
+    return export_student(teacher, soup, out, timesteps or StudentTimesteps(), link_teacher=True)[0]
 
 
 def choose_greedy_soup(students: list[Path], state_dicts: dict, teacher: Path, scores_dir: Path,
@@ -137,7 +138,7 @@ def main(argv=None):
     try:
         if not args.greedy:
             check_weights(len(students), args.weights)  # before any loading
-        state_dicts = {folder: load_student(folder).state_dict() for folder in students}  # each loaded once
+        state_dicts = {folder: load_student(folder)[0].state_dict() for folder in students}  # each loaded once
         if args.greedy:
             limit = ["--limit", str(args.limit)] if args.limit else []
             students, lines = choose_greedy_soup(students, state_dicts, Path(args.teacher), Path(args.scores), limit)

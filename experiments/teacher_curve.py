@@ -23,7 +23,6 @@ import json
 import shutil
 from pathlib import Path
 
-import ladd  # noqa: F401  (before torch: sets OMP_WAIT_POLICY, see ladd/__init__.py)
 import matplotlib
 
 matplotlib.use("Agg")

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 
-import ladd  # noqa: F401  (before torch: sets OMP_WAIT_POLICY, see ladd/__init__.py)
 import numpy as np
 import torch
 

@@ -20,7 +20,6 @@ import argparse
 import statistics
 import time
 
-import ladd  # noqa: F401  (before torch: sets OMP_WAIT_POLICY, see ladd/__init__.py)
 import numpy as np
 import torch
 import torch.nn.functional as F

@@ -12,7 +12,7 @@ CLIP-L and OpenCLIP-bigG text towers, T5-XXL's encoder and the 16-channel VAE, i
 1. seconds per image, the teacher at SD3's defaults (50 Euler steps, CFG 7.0, shift 3.0) against a LADD student of
    the same architecture (4 consistency steps, guidance off: `ladd.checkpoint.student_pipeline`), for the whole
    pipeline (text encoders, denoising, VAE decode) and for text encoding + denoising alone;
-2. one LADD iteration (`ladd.train.ladd_iteration` on the parts `ladd.train.assemble_training` builds) against one
+2. one LADD iteration (`ladd.train.ladd_iteration` on the models `ladd.train.assemble_training` builds) against one
    plain diffusion fine-tuning iteration of the same student at the same batch, with bf16 autocast and gradient
    checkpointing as `ladd.train ... mixed_precision=bf16 gradient_checkpointing=true` trains on GPUs; the
    paper's recipe (adversarial loss only) and the shapes student's (plus L_distill against the teacher's CFG 4
@@ -43,7 +43,7 @@ from ladd.config import load_config
 from ladd.paths import CONFIGS_DIR, REPO_ROOT
 from ladd.pipelines import latent_downsampling, swap_vae
 from ladd.shapes.zoo import build_tokenizer
-from ladd.train import assemble_training, freeze, init_student, ladd_iteration, split_parts
+from ladd.train import assemble_training, freeze, init_student, ladd_iteration
 
 # Published architectures (the diffusers / transformers configs of stabilityai/stable-diffusion-3-medium-diffusers),
 # and a miniature of the same shape for the tests.
@@ -204,14 +204,15 @@ def training_cost(teacher, unconditional, batch: dict, config_overrides: list[st
                                                               "gradient_checkpointing=true", *config_overrides,
                                                               *overrides])
         student = student or init_student(cfg, teacher)  # one student for all recipes: memory, and equal work
-        parts = assemble_training(cfg, teacher, student, unconditional)
-        shared = shared or {"g": parts["g"], "g_schedule": parts["g_schedule"]}
-        parts.update(shared)  # one AdamW state for the student (16 bytes a parameter), whichever step runs
-        parts["disc"].to(device)
-        steps[name] = ladd_step(*split_parts(parts), cfg)
+        models, optimizers = assemble_training(cfg, teacher, student, unconditional)
+        shared = shared or (optimizers.student, optimizers.student_lr)
+        # one AdamW state for the student (16 bytes a parameter), whichever step runs
+        optimizers.student, optimizers.student_lr = shared
+        models.discriminator.to(device)
+        steps[name] = ladd_step(models, optimizers, cfg)
         works[name] = ladd_work(cfg)
-        heads = parts["disc"]  # the same size for every recipe
-    steps["plain"] = lambda i: plain_iteration(student, shared["g"], batch, accelerator)
+        heads = models.discriminator  # the same size for every recipe
+    steps["plain"] = lambda i: plain_iteration(student, shared[0], batch, accelerator)
     seconds = alternating_medians(steps, repeats, synchronize=synchronize)
     shape = "x".join(str(d) for d in batch["latents"].shape[1:])
     lines = [

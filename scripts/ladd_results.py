@@ -36,7 +36,7 @@ from ladd.paths import CONFIGS_DIR, REPO_ROOT, RESULTS_DIR
 from ladd.pipelines import load_pipeline, swap_vae
 from ladd.sampling import read_sampling_defaults
 from ladd.shapes.heldout import load_heldout
-from ladd.train import build_training, ladd_iteration, split_parts
+from ladd.train import build_training, ladd_iteration
 
 
 def quality(teacher: Path, student: Path, out: Path, samples_per_prompt: int = 1) -> list[str]:
@@ -182,20 +182,19 @@ def training_cost(config: Path, teacher: Path, data: Path, batch_size: int, repe
     cfg = load_config(config, [f"teacher={json.dumps(str(teacher))}", f"data={json.dumps(str(data))}",
                                f"batch_size={batch_size}", *student_from, *overrides])
     torch.manual_seed(0)
-    parts = build_training(cfg)
-    models, optimizers = split_parts(parts)
+    models, optimizers = build_training(cfg)
     accelerator = Accelerator(cpu=True)
     latents = LatentBuckets(data)
-    plain_optimizer = torch.optim.AdamW(parts["student"].parameters(), lr=1e-6)
+    plain_optimizer = torch.optim.AdamW(models.student.parameters(), lr=1e-6)
     seconds = alternating_medians({
         "ladd": lambda i: ladd_iteration(i, latents.batch(i, batch_size, 0), models, optimizers, cfg, accelerator),
-        "plain": lambda i: plain_iteration(parts["student"], plain_optimizer, latents.batch(i, batch_size, 0),
-                                           accelerator, cfg["max_grad_norm"]),
+        "plain": lambda i: plain_iteration(models.student, plain_optimizer, latents.batch(i, batch_size, 0),
+                                           accelerator, cfg.max_grad_norm),
     }, repeats)
-    heads = sum(p.numel() for p in parts["disc"].parameters())
+    heads = sum(p.numel() for p in models.discriminator.parameters())
     return [
-        f"Batch {batch_size}, student {describe_transformer(parts['student'])}, teacher "
-        f"{describe_transformer(parts['teacher'])}, {len(parts['features'].blocks)} discriminator heads "
+        f"Batch {batch_size}, student {describe_transformer(models.student)}, teacher "
+        f"{describe_transformer(models.teacher)}, {len(models.features.blocks)} discriminator heads "
         f"({heads / 1e6:.2f}M parameters), median of {repeats} alternating iterations:",
         "",
         "| iteration | seconds |",
