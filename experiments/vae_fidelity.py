@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from ladd.paths import REPO_ROOT
 from ladd.pipelines import load_vae
-from ladd.shapes.data import to_model_range
+from ladd.conditioning import to_model_range
 from ladd.shapes.grammar import sample_scene, scene_to_prompt
 from ladd.shapes.render import render_prompt
 

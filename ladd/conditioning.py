@@ -25,6 +25,11 @@ def encode_prompts(pipe, prompts: list[str], max_sequence_length: int) -> tuple[
     return prompt_embeds, pooled
 
 
+def to_model_range(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float [-1, 1], the VAE's input range."""
+    return images.float() / 127.5 - 1
+
+
 def latents_from_vae(vae, latent_sample: torch.Tensor) -> torch.Tensor:
     """VAE latent -> the transformer's latent space (the inverse of the pipeline's decode step)."""
     return (latent_sample - vae.config.shift_factor) * vae.config.scaling_factor

@@ -123,7 +123,7 @@ def decode_in_slices(vae, slice_size: int = DECODE_SLICE):
 
     At 64 latents and more, diffusers' Upsample2D copies its channels-last input to a contiguous one (a workaround
     for a CUDA kernel, diffusers#984), and nearest upsampling of that on CPU is slow: the slim decoder takes a third
-    longer per image for a batch of 64 than for two of 32 (`scripts/vae_fidelity.py`). Unlike diffusers'
+    longer per image for a batch of 64 than for two of 32 (`experiments/vae_fidelity.py`). Unlike diffusers'
     `enable_slicing` (one latent at a time), slices of 32 keep the batch's efficiency."""
     decode = vae.decode
 

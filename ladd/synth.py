@@ -27,7 +27,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from ladd.cli import LaddError, OneLineParser, run_cli
-from ladd.conditioning import encode_images, encode_prompts
+from ladd.conditioning import encode_images, encode_prompts, to_model_range
 from ladd.data import PLAN_FILE, shard_path, write_shard
 from ladd.pipelines import load_pipeline, pipeline_folder
 from ladd.prompts import read_prompt_file
@@ -98,7 +98,7 @@ def load_images(paths: list[Path], width: int, height: int) -> torch.Tensor:
                 arrays.append(np.asarray(image.convert("RGB").resize((width, height), Image.BICUBIC)))
         except OSError as error:
             raise LaddError(f"cannot read image {path} ({error})") from None
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    return to_model_range(torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2))
 
 
 def file_digest(path: Path) -> str:

@@ -110,18 +110,13 @@ def run_sections(runs: list[Run], figures: Path, images: Path, options: Options)
                              "suites": ", ".join(sorted(r.manifest["suite"].unique())),
                              "tags": ", ".join(f"{k}={v}" for k, v in r.tags.items())} for r in runs])
     sections.append(Section("Runs").table(listing))
-    tables = metric_tables(runs)
-    if tables:
-        metrics = Section("Metrics per suite")
-        for suite, table in tables.items():
-            metrics.text(f"**{suite}**").table(table)
-        sections.append(metrics)
-    clip = clip_by_category(runs)
-    if clip:
-        section = Section("CLIP score per category")
-        for suite, table in clip.items():
-            section.text(f"**{suite}**").table(table)
-        sections.append(section)
+    for title, tables in (("Metrics per suite", metric_tables(runs)), ("CLIP score per category",
+                                                                      clip_by_category(runs))):
+        if tables:
+            section = Section(title)
+            for suite, table in tables.items():
+                section.text(f"**{suite}**").table(table)
+            sections.append(section)
     for suite in sorted({s for r in runs if any(d in r.tags for d in charts.DEPTH_TAGS) for s in r.scores}):
         points, metrics = scaling_points(runs, suite)
         if not points.empty and metrics:

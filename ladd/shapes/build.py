@@ -33,7 +33,7 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 from transformers import CLIPModel, CLIPProcessor, CLIPTokenizer, T5EncoderModel
 
-from ladd.conditioning import encode_prompts
+from ladd.conditioning import encode_prompts, to_model_range
 from ladd.cli import LaddError, OneLineParser, run_cli
 from ladd.config import load_dict_config
 from ladd.data import LatentBuckets, shard_paths
@@ -41,7 +41,7 @@ from ladd.logs import MetricsLog
 from ladd.losses import diffusion_loss
 from ladd.paths import CONFIGS_DIR, MODELS_DIR, RESULTS_DIR
 from ladd.pipelines import latent_downsampling
-from ladd.shapes.data import BucketSampler, render_pool, to_model_range
+from ladd.shapes.data import BucketSampler, render_pool
 from ladd.shapes.grammar import one_attribute_changes, parse_prompt, scene_to_prompt
 from ladd.shapes.heldout import heldout_prompts
 from ladd.shapes.optim import make_optimizer
@@ -234,7 +234,7 @@ def measure_latent_scaling(encoded) -> tuple[float, float]:
 class PromptTable:
     """Every pool prompt (and "", the dropped-text prompt) encoded once, exactly as the pipeline encodes them: the
     frozen text encoders would otherwise recompute the same states at every teacher step
-    (`scripts/teacher_step_cost.py` measures the difference)."""
+    (`experiments/teacher_step_cost.py` measures the difference)."""
 
     def __init__(self, pipe, prompts, batch_size: int = 512):
         unique = sorted(set(prompts) | {""})

@@ -49,11 +49,6 @@ def render_pool(
     return buckets
 
 
-def to_model_range(images: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] -> float [-1, 1], the VAE's input range."""
-    return images.float() / 127.5 - 1
-
-
 class BucketSampler:
     """Endless (bucket index, sample indices) batches, every batch from one bucket."""
 

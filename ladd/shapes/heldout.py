@@ -12,11 +12,11 @@ prompts with training data (the pools were drawn before it existed), so it measu
 
 from __future__ import annotations
 
-import argparse
 
 import numpy as np
 import pandas as pd
 
+from ladd.cli import OneLineParser, run_cli
 from ladd.paths import PROMPTS_DIR
 from ladd.shapes.grammar import CATEGORIES, sample_scene, scene_to_prompt
 from ladd.shapes.render import BUCKETS
@@ -67,8 +67,8 @@ def heldout_prompts(path=HELDOUT_PATH) -> set[str]:
     return set(load_heldout(path)["prompt"]) if path.is_file() else set()
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv=None) -> int:
+    parser = OneLineParser(prog="python -m ladd.shapes.heldout", description=__doc__.splitlines()[0])
     parser.add_argument("--split", choices=["heldout", "val"], default="heldout")
     parser.add_argument("--out", help="default: prompts/shapes_heldout.csv or prompts/shapes_val.csv")
     args = parser.parse_args(argv)
@@ -76,7 +76,8 @@ def main(argv=None):
     out = args.out or (HELDOUT_PATH if args.split == "heldout" else VAL_PATH)
     frame.to_csv(out, index=False)
     print(f"wrote {len(frame)} {args.split} prompts ({frame['prompt'].nunique()} distinct) to {out}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main, "python -m ladd.shapes.heldout")

@@ -2,7 +2,7 @@
 group is and where it stands.
 
 Why it exists: SD3 reads prompts through two CLIP towers and T5. The shapes CLIP is causal and contrastive, and its
-text states do not separate "A left of B" from "B left of A" (`scripts/teacher_word_order.py`); a teacher trained
+text states do not separate "A left of B" from "B left of A" (`experiments/teacher_word_order.py`); a teacher trained
 on them draws colour and shape as a bag of words and places objects by the seed. In "a red circle left of a blue
 square" a causal encoder cannot tell the words "red circle" that a "left of" follows them. A `T5EncoderModel` sees
 the whole sentence from every word, and this objective makes it write the scene into each group's words: colour,

@@ -10,6 +10,7 @@ from ladd.checkpoint import export_student
 from ladd.paths import CONFIGS_DIR
 from ladd.pipelines import load_pipeline, swap_vae
 from ladd.sampling import read_sampling_defaults
+from ladd.timesteps import StudentTimesteps
 from tests.scripts import load_script
 
 ladd_results = load_script("ladd_results")
@@ -32,7 +33,8 @@ def test_training_cost_times_the_recipe_it_is_given(smoke_teacher, smoke_latents
 
 def test_training_cost_trains_the_given_student_at_its_own_depth(smoke_teacher, smoke_latents, tmp_path):
     config = dict(SD3Transformer2DModel.load_config(smoke_teacher / "transformer"), num_layers=2)
-    student = export_student(smoke_teacher, SD3Transformer2DModel.from_config(config), tmp_path / "deeper")[0]
+    student = export_student(smoke_teacher, SD3Transformer2DModel.from_config(config), tmp_path / "deeper",
+                             StudentTimesteps())[0]
     lines = ladd_results.training_cost(CONFIGS_DIR / "ladd-smoke.toml", smoke_teacher, smoke_latents, batch_size=2,
                                        repeats=1, student=student)
     assert lines[0].startswith("Batch 2, student 2 blocks, ") and ", teacher 1 blocks, " in lines[0]
@@ -41,7 +43,7 @@ def test_training_cost_trains_the_given_student_at_its_own_depth(smoke_teacher, 
 
 def test_speed_times_both_pipelines_in_wall_clock_and_cpu_time(smoke_teacher, tmp_path):
     student = export_student(smoke_teacher, SD3Transformer2DModel.from_pretrained(smoke_teacher / "transformer"),
-                             tmp_path / "student", link_teacher=True)[0]
+                             tmp_path / "student", StudentTimesteps(), link_teacher=True)[0]
     lines = ladd_results.speed(smoke_teacher, student, batch_size=2, repeats=1)
     header = next(line for line in lines if line.startswith("| what is timed"))
     assert "student (4 steps, guidance 0.0)" in header and header.endswith("| speed-up in CPU time |")
@@ -82,7 +84,7 @@ def test_stage_timer_times_each_stage_within_the_call_and_restores_the_pipeline(
 
 def test_sections_runs_only_the_sections_asked_for(smoke_teacher, tmp_path, capsys):
     student = export_student(smoke_teacher, SD3Transformer2DModel.from_pretrained(smoke_teacher / "transformer"),
-                             tmp_path / "student", link_teacher=True)[0]
+                             tmp_path / "student", StudentTimesteps(), link_teacher=True)[0]
     ladd_results.main(["--teacher", str(smoke_teacher), "--student", str(student), "--sections", "speed",
                        "--speed-batch-sizes", "2", "--repeats", "1"])
     out = capsys.readouterr().out

@@ -20,7 +20,8 @@ from ladd.conditioning import encode_prompts
 from ladd.shapes.build import PromptTable
 from ladd.shapes.build import main as build_main
 from ladd.shapes.build import train_tiny_vae
-from ladd.shapes.data import render_pool, to_model_range
+from ladd.conditioning import to_model_range
+from ladd.shapes.data import render_pool
 from ladd.shapes.grammar import VOCABULARY
 from ladd.shapes.render import BUCKETS
 from ladd.shapes.zoo import (SCENE_SEQUENCE_LENGTH, build_tokenizer, learn_bpe_merges, make_tiny_vae,

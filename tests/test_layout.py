@@ -1,18 +1,20 @@
-"""Layout rules of bench and annotate, read from the source: no import circle (lazy imports included), one CLI
-idiom (ladd.cli), and run folders read only through bench.runfolder."""
+"""Layout rules, read from the source: no import circle anywhere (lazy imports included), the LADD core never
+imports the shapes world, one CLI idiom (ladd.cli), and run folders read only through bench.runfolder."""
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 from bench.runfolder import CONFIG, MANIFEST, SCORES
 
-REPO = Path(__file__).resolve().parents[2]
-OWN = ("bench", "annotate")  # the packages these rules are about; ladd is in the graph as what they import
+REPO = Path(__file__).resolve().parents[1]
+OWN = ("ladd", "bench", "annotate")  # the packages
 
 
 def modules() -> dict[str, Path]:
     found = {}
-    for package in ("ladd", *OWN):
+    for package in OWN:
         for path in sorted((REPO / package).rglob("*.py")):
             parts = path.relative_to(REPO).with_suffix("").parts
             found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
@@ -44,23 +46,48 @@ def test_no_module_imports_one_that_imports_it_back():
     def visit(node, trail):
         for target in sorted(graph[node]):
             if target in trail:
-                cycle = trail[trail.index(target):] + [target]
-                if any(m.split(".")[0] in OWN for m in cycle):
-                    cycles.append(" -> ".join(cycle))
+                cycles.append(" -> ".join(trail[trail.index(target):] + [target]))
             elif target not in done:
                 visit(target, trail + [target])
         done.add(node)
 
     done = set()
     for start in sorted(graph):
-        if start.split(".")[0] in OWN and start not in done:
+        if start not in done:
             visit(start, [start])
     assert not cycles, cycles
 
 
+def is_core(name: str) -> bool:
+    return name.startswith("ladd") and not name.startswith("ladd.shapes")
+
+
+def test_the_ladd_core_imports_nothing_from_the_shapes_world():
+    known = modules()
+    for name, path in known.items():
+        if is_core(name):
+            shapes = sorted(t for t in imported(name, path, known) if t.startswith("ladd.shapes"))
+            assert not shapes, f"{name} imports {shapes}"
+
+
+def test_importing_the_core_commands_loads_no_shapes_module():
+    probe = ("import sys, ladd.train, ladd.synth, ladd.sampling, ladd.export; "
+             "print(sorted(m for m in sys.modules if m.startswith('ladd.shapes')))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_the_product_imports_no_experiment_or_script():
+    for name, path in modules().items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        names = {alias.name for n in ast.walk(tree) if isinstance(n, ast.Import) for alias in n.names}
+        names |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        assert not any(m.split(".")[0] in ("experiments", "scripts") for m in names), name
+
+
 def test_every_command_uses_the_one_cli_idiom():
     for name, path in modules().items():
-        if name.split(".")[0] not in OWN:
+        if name == "ladd.cli":
             continue
         tree = ast.parse(path.read_text(encoding="utf-8"))
         defined = {n.name for n in ast.walk(tree) if isinstance(n, (ast.ClassDef, ast.FunctionDef))}
