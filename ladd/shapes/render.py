@@ -124,17 +124,19 @@ def layout(scene: Scene, rng: np.random.Generator, width: int, height: int) -> l
     raise RuntimeError(f"could not lay out {scene} on {width}x{height}")
 
 
-def render(scene: Scene, seed: int, width: int = 64, height: int = 64) -> Image.Image:
-    """Draw a scene; the same (scene, seed, size) always gives the same pixels."""
-    rng = np.random.default_rng(seed)
-    placed = layout(scene, rng, width, height)
-    background = BACKGROUNDS[scene.background or DEFAULT_BACKGROUND]
-    canvas = Image.new("RGB", (width * SUPERSAMPLE, height * SUPERSAMPLE), background)
+def draw_placed(placed: list[Placed], background: str | None, width: int, height: int) -> Image.Image:
+    """Draw objects at given placements (`layout`'s, or an edit's) on a background (None: the default white)."""
+    canvas = Image.new("RGB", (width * SUPERSAMPLE, height * SUPERSAMPLE), BACKGROUNDS[background or DEFAULT_BACKGROUND])
     draw = ImageDraw.Draw(canvas)
     for p in placed:
         s = SUPERSAMPLE
         draw_shape(draw, p.shape, p.cx * s, p.cy * s, p.side * s, COLOURS[p.colour])
     return canvas.resize((width, height), Image.BOX)
+
+
+def render(scene: Scene, seed: int, width: int = 64, height: int = 64) -> Image.Image:
+    """Draw a scene; the same (scene, seed, size) always gives the same pixels."""
+    return draw_placed(layout(scene, np.random.default_rng(seed), width, height), scene.background, width, height)
 
 
 def render_prompt(prompt: str, seed: int, width: int = 64, height: int = 64) -> Image.Image:
