@@ -5,6 +5,7 @@
     target         F* = eps - x0                                      (so D(x_t, t) = x0 when F = F*)
     renoising      x_t' = (1 - t') * D + t' * eps'                    the consistency sampler's step
     guidance       F_w = F(x_t, t, {}) + w * (F(x_t, t, c) - F(x_t, t, {}))  classifier-free guidance, scale w
+    nested         F = F(∅, ∅) + s_I (F(I, ∅) - F(∅, ∅)) + s_T (F(I, T) - F(I, ∅))  image and text guidance (editing)
     logit-normal   t = sigmoid(m + s * n), n ~ N(0, 1)                pi(t; m, s), SD3 / LADD Sec. 4.1
 
 t lives in [0, 1]; SD3's transformer takes timesteps t * 1000.
@@ -49,6 +50,13 @@ def renoise(x0: torch.Tensor, noise: torch.Tensor, t_next: torch.Tensor) -> torc
 def classifier_free_guidance(uncond: torch.Tensor, cond: torch.Tensor, scale: float) -> torch.Tensor:
     """F_w = F_uncond + w * (F_cond - F_uncond), as `StableDiffusion3Pipeline` combines its two branches."""
     return uncond + scale * (cond - uncond)
+
+
+def nested_guidance(uncond: torch.Tensor, image_cond: torch.Tensor, full_cond: torch.Tensor, image_scale: float,
+                    text_scale: float) -> torch.Tensor:
+    """InstructPix2Pix's guidance over an input image I and an instruction T: the unconditional output F(∅, ∅), the
+    image-only F(I, ∅) and the full F(I, T), weighted by the image scale s_I and the text scale s_T."""
+    return uncond + image_scale * (image_cond - uncond) + text_scale * (full_cond - image_cond)
 
 
 def sample_logit_normal(

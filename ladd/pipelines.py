@@ -54,8 +54,20 @@ def pipeline_folder(name: str | Path) -> Path:
     return Path(index).parent
 
 
-def load_pipeline(pipeline_dir: str | Path, pipeline_class=DiffusionPipeline, **kwargs):
-    """`pipeline_class.from_pretrained` on a local folder, with its null components passed as None."""
+def image_to_image_pipelines() -> dict[str, type]:
+    """This toolkit's pipeline classes by name (diffusers resolves only its own names from model_index.json)."""
+    from ladd.edit_pipeline import StableDiffusion3EditPipeline
+    from ladd.inpaint_pipeline import StableDiffusion3ChannelInpaintPipeline
+
+    return {cls.__name__: cls for cls in (StableDiffusion3EditPipeline, StableDiffusion3ChannelInpaintPipeline)}
+
+
+def load_pipeline(pipeline_dir: str | Path, pipeline_class=None, **kwargs):
+    """`pipeline_class.from_pretrained` on a local folder, with its null components passed as None; by default the
+    class its model_index.json names (diffusers' own, or one of `image_to_image_pipelines`)."""
+    if pipeline_class is None:
+        name = json.loads((Path(pipeline_dir) / "model_index.json").read_text()).get("_class_name")
+        pipeline_class = image_to_image_pipelines().get(name, DiffusionPipeline)
     kwargs = {**null_components(pipeline_dir), **kwargs}
     return pipeline_class.from_pretrained(str(pipeline_dir), **kwargs)
 
