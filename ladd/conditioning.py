@@ -60,7 +60,7 @@ def expand_input_channels(transformer, extra_channels: int):
     state["pos_embed.proj.weight"] = torch.cat([weight, weight.new_zeros(weight.shape[0], extra_channels,
                                                                          *weight.shape[2:])], dim=1)
     expanded.load_state_dict(state)
-    return expanded.to(weight.dtype)
+    return expanded if weight.dtype == torch.float32 else expanded.to(weight.dtype)
 
 
 def condition_channels(transformer) -> int:

@@ -23,6 +23,15 @@ from ladd.flow import nested_guidance
 
 
 class StableDiffusion3EditPipeline(StableDiffusion3Pipeline):
+    condition_inputs = ("image",)  # what a sample is conditioned on besides text (`ladd.synth` reads it)
+
+    @torch.no_grad()
+    def prepare_condition(self, image: PipelineImageInput, height: int | None = None, width: int | None = None):
+        """The input image's latent (the posterior's mean, as in training): the channels concatenated to the noisy
+        latent."""
+        image = self.image_processor.preprocess(image, height=height, width=width)
+        return encode_images(self.vae, image.to(self._execution_device, self.vae.dtype))
+
     @torch.no_grad()
     def __call__(
         self,
@@ -46,8 +55,8 @@ class StableDiffusion3EditPipeline(StableDiffusion3Pipeline):
         if image is None:
             raise ValueError("an edit needs the input `image`")
         device = self._execution_device
-        image = self.image_processor.preprocess(image, height=height, width=width).to(device, self.vae.dtype)
-        height, width = image.shape[-2:]
+        image_latents = self.prepare_condition(image, height, width)
+        height, width = (side * self.vae_scale_factor for side in image_latents.shape[-2:])
         text_scale, image_scale = max(guidance_scale, 1.0), max(image_guidance_scale, 1.0)
         guided = guidance_scale > 1 or image_guidance_scale > 1
 
@@ -58,9 +67,8 @@ class StableDiffusion3EditPipeline(StableDiffusion3Pipeline):
             num_images_per_prompt=num_images_per_prompt, max_sequence_length=max_sequence_length)
         batch = prompt_embeds.shape[0]
 
-        # 2. the input image's latent (the posterior's mean, as in training), and the zero "no image" latent
-        image_latents = encode_images(self.vae, image).to(prompt_embeds.dtype)
-        image_latents = image_latents.repeat_interleave(batch // len(image_latents), dim=0)
+        # 2. the input image's latent, and the zero "no image" latent
+        image_latents = image_latents.to(prompt_embeds.dtype).repeat_interleave(batch // len(image_latents), dim=0)
         if guided:  # branches: (∅ text, ∅ image), (∅ text, I), (T, I)
             prompt_embeds = torch.cat([negative_embeds, negative_embeds, prompt_embeds])
             pooled = torch.cat([negative_pooled, negative_pooled, pooled])

@@ -23,6 +23,20 @@ from ladd.flow import classifier_free_guidance
 
 
 class StableDiffusion3ChannelInpaintPipeline(StableDiffusion3Pipeline):
+    condition_inputs = ("image", "mask_image")  # what a sample is conditioned on besides text (`ladd.synth` reads it)
+
+    @torch.no_grad()
+    def prepare_condition(self, image: PipelineImageInput, mask_image: PipelineImageInput, height: int | None = None,
+                          width: int | None = None):
+        """[mask, masked-image latent] (white in `mask_image` = fill): the channels concatenated to the noisy latent."""
+        image = self.image_processor.preprocess(image, height=height, width=width)
+        height, width = image.shape[-2:]
+        mask_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor, do_normalize=False,
+                                           do_binarize=True, do_convert_grayscale=True)
+        mask = mask_processor.preprocess(mask_image, height=height, width=width)
+        device, dtype = self._execution_device, self.vae.dtype
+        return inpaint_condition(self.vae, image.to(device, dtype), mask.to(device, dtype))
+
     @torch.no_grad()
     def __call__(
         self,
@@ -46,11 +60,8 @@ class StableDiffusion3ChannelInpaintPipeline(StableDiffusion3Pipeline):
         if image is None or mask_image is None:
             raise ValueError("inpainting needs `image` and `mask_image`")
         device = self._execution_device
-        image = self.image_processor.preprocess(image, height=height, width=width).to(device, self.vae.dtype)
-        height, width = image.shape[-2:]
-        mask_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor, do_normalize=False,
-                                           do_binarize=True, do_convert_grayscale=True)
-        mask = mask_processor.preprocess(mask_image, height=height, width=width).to(device, self.vae.dtype)
+        condition = self.prepare_condition(image, mask_image, height, width)
+        height, width = (side * self.vae_scale_factor for side in condition.shape[-2:])
         guided = guidance_scale > 1
 
         # 1. text, and the empty prompt for the unconditional branch
@@ -60,9 +71,8 @@ class StableDiffusion3ChannelInpaintPipeline(StableDiffusion3Pipeline):
             num_images_per_prompt=num_images_per_prompt, max_sequence_length=max_sequence_length)
         batch = prompt_embeds.shape[0]
 
-        # 2. the condition: [mask, masked-image latent], the same for both branches
-        condition = inpaint_condition(self.vae, image, mask).to(prompt_embeds.dtype)
-        condition = condition.repeat_interleave(batch // len(condition), dim=0)
+        # 2. the condition, the same for both branches
+        condition = condition.to(prompt_embeds.dtype).repeat_interleave(batch // len(condition), dim=0)
         if guided:
             prompt_embeds, pooled = torch.cat([negative_embeds, prompt_embeds]), torch.cat([negative_pooled, pooled])
             condition = torch.cat([condition, condition])

@@ -62,12 +62,17 @@ def image_to_image_pipelines() -> dict[str, type]:
     return {cls.__name__: cls for cls in (StableDiffusion3EditPipeline, StableDiffusion3ChannelInpaintPipeline)}
 
 
+def pipeline_class_of(pipeline_dir: str | Path):
+    """The class a folder's model_index.json names, if it is one of `image_to_image_pipelines`, else
+    DiffusionPipeline (which resolves diffusers' own names)."""
+    name = json.loads((Path(pipeline_dir) / "model_index.json").read_text()).get("_class_name")
+    return image_to_image_pipelines().get(name, DiffusionPipeline)
+
+
 def load_pipeline(pipeline_dir: str | Path, pipeline_class=None, **kwargs):
     """`pipeline_class.from_pretrained` on a local folder, with its null components passed as None; by default the
-    class its model_index.json names (diffusers' own, or one of `image_to_image_pipelines`)."""
-    if pipeline_class is None:
-        name = json.loads((Path(pipeline_dir) / "model_index.json").read_text()).get("_class_name")
-        pipeline_class = image_to_image_pipelines().get(name, DiffusionPipeline)
+    class its model_index.json names (`pipeline_class_of`)."""
+    pipeline_class = pipeline_class or pipeline_class_of(pipeline_dir)
     kwargs = {**null_components(pipeline_dir), **kwargs}
     return pipeline_class.from_pretrained(str(pipeline_dir), **kwargs)
 

@@ -61,9 +61,11 @@ def consistency_scheduler(base_config: dict | None = None) -> FlowMatchEulerDisc
 
 
 def student_sampling_defaults(teacher_defaults: dict, timesteps: StudentTimesteps) -> dict:
-    """A student's call defaults: the consistency sampler over all its timesteps, no guidance, the teacher's text
-    length and image size; plus the sigma table of every step count it supports."""
+    """A student's call defaults: the consistency sampler over all its timesteps, no guidance (text or image), the
+    teacher's text length and image size; plus the sigma table of every step count it supports."""
     sizes = {k: teacher_defaults[k] for k in ("max_sequence_length", "height", "width") if k in teacher_defaults}
+    if "image_guidance_scale" in teacher_defaults:  # an edit model's image guidance is off too
+        sizes["image_guidance_scale"] = 0.0
     steps = len(timesteps.timesteps)
     return {**sizes, "num_inference_steps": steps, "sigmas": timesteps.sigmas(steps), "guidance_scale": 0.0,
             SIGMA_TABLE: {str(k): sigmas for k, sigmas in timesteps.sigma_table().items()}}

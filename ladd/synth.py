@@ -8,6 +8,12 @@ VAE-encodes real images (columns `image`, `prompt`, optional `width`, `height`; 
 paper's real-data ablation. Real latents are posterior samples by default (`--posterior sample`), as a diffusion
 model's training data are; posterior means lack the posterior's spread, which a discriminator tells apart at once.
 
+Image-to-image models (`ladd.edit_pipeline`, `ladd.inpaint_pipeline`) are conditioned on images too: the file names
+them per row (paths relative to the file) — `image` (the source to edit, or the image to fill) and `mask` for the
+teacher; for real data `image` is the real result and the condition is `source` (editing) or `mask` (inpainting).
+Each shard then also holds `image_latents`, the condition exactly as the pipeline builds it (`prepare_condition`),
+which training concatenates to the student's and the teacher's inputs.
+
 Output: `ladd.data`'s shards, one aspect bucket each, and `plan.json`, which fixes the shard plan: a rerun skips
 finished shards, and a rerun with other settings is refused instead of mixing data.
 """
@@ -29,7 +35,7 @@ from tqdm import tqdm
 from ladd.cli import LaddError, OneLineParser, run_cli
 from ladd.conditioning import encode_images, encode_prompts, to_model_range
 from ladd.data import PLAN_FILE, shard_path, write_shard
-from ladd.pipelines import load_pipeline, pipeline_folder
+from ladd.pipelines import load_pipeline, pipeline_class_of, pipeline_folder
 from ladd.prompts import read_prompt_file
 from ladd.sampling import read_sampling_defaults
 
@@ -83,10 +89,12 @@ def initial_noise(seeds: list[int], shape: tuple[int, ...]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def generate_latents(pipe, prompts, width, height, noise, steps, guidance, max_sequence_length) -> torch.Tensor:
-    """The pipeline's latents (not decoded) from the given starting noise."""
+def generate_latents(pipe, prompts, width, height, noise, steps, guidance, max_sequence_length,
+                     **call_kwargs) -> torch.Tensor:
+    """The pipeline's latents (not decoded) from the given starting noise (and, for an image-to-image model, its
+    condition images)."""
     return pipe(prompt=prompts, width=width, height=height, num_inference_steps=steps, guidance_scale=guidance,
-                latents=noise, max_sequence_length=max_sequence_length, output_type="latent").images
+                latents=noise, max_sequence_length=max_sequence_length, output_type="latent", **call_kwargs).images
 
 
 def load_images(paths: list[Path], width: int, height: int) -> torch.Tensor:
@@ -105,15 +113,39 @@ def file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
-def read_sources(args) -> tuple[pd.DataFrame, Path]:
-    """The prompt (or image) table and the file it came from."""
+def condition_columns(pipeline_class, real: bool) -> dict[str, str]:
+    """{pipeline argument: file column} of the images an image-to-image model is conditioned on ({} for text-to-image).
+    For real data `image` is the result itself, so an edit's source comes from the `source` column."""
+    inputs = getattr(pipeline_class, "condition_inputs", ())
+    columns = {"image": "image", "mask_image": "mask"}
+    if real and inputs == ("image",):
+        columns["image"] = "source"
+    return {argument: columns[argument] for argument in inputs}
+
+
+def read_sources(args, conditions: dict[str, str]) -> tuple[pd.DataFrame, Path]:
+    """The prompt (or image) table and the file it came from, its image paths resolved against its folder."""
     source = Path(args.images or args.prompts)
     table = read_prompt_file(source)
-    if args.images:
-        if "image" not in table.columns:
-            raise LaddError(f"{source} has no 'image' column (image paths, relative to the CSV's folder)")
-        table["image"] = [str((source.parent / p) if not Path(p).is_absolute() else Path(p)) for p in table["image"]]
+    paths = ({"image"} if args.images else set()) | set(conditions.values())
+    missing = sorted(paths - set(table.columns))
+    if missing:
+        raise LaddError(f"{source} has no {', '.join(repr(c) for c in missing)} column "
+                        f"(image paths, relative to the file's folder)")
+    for column in paths:
+        table[column] = [str(Path(p) if Path(p).is_absolute() else source.parent / p) for p in table[column]]
     return table, source
+
+
+def open_images(paths: list[str], width: int, height: int, mode: str = "RGB") -> list[Image.Image]:
+    images = []
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                images.append(image.convert(mode).resize((width, height), Image.BICUBIC))
+        except OSError as error:
+            raise LaddError(f"cannot read image {path} ({error})") from None
+    return images
 
 
 def check_plan(out: Path, settings: dict) -> None:
@@ -135,7 +167,9 @@ def run(args) -> int:
         model = pipeline_folder(args.model)
     except ValueError as error:  # what is missing and how to get it
         raise LaddError(f"--model: {error}") from None
-    table, source = read_sources(args)
+    pipeline_class = pipeline_class_of(model)
+    conditions = condition_columns(pipeline_class, real=bool(args.images))
+    table, source = read_sources(args, conditions)
     defaults = read_sampling_defaults(model)
     num = args.num or len(table)
     rows = table.iloc[[i % len(table) for i in range(num)]].reset_index(drop=True)  # cycle a short file
@@ -148,10 +182,16 @@ def run(args) -> int:
     settings = {"model": str(model), "source": "images" if args.images else "teacher", "file": str(source),
                 "file_sha256": file_digest(source), "num": num, "shard_size": args.shard_size, "seed": args.seed,
                 "max_sequence_length": max_sequence_length, "shards": plan}
+    call_extra = {"image_guidance_scale": defaults["image_guidance_scale"]} \
+        if "image_guidance_scale" in defaults and not args.images else {}
+    if args.image_guidance is not None and not args.images:
+        call_extra["image_guidance_scale"] = args.image_guidance
     if args.images:
         settings["posterior"] = args.posterior
     else:
-        settings.update(steps=steps, guidance=guidance)
+        settings.update(steps=steps, guidance=guidance, **call_extra)
+    if conditions:
+        settings["conditions"] = conditions
     check_plan(out, settings)
 
     pipe = load_pipeline(model)
@@ -166,18 +206,24 @@ def run(args) -> int:
             batch_rows = shard["rows"][start:start + args.batch_size]
             prompts = [rows["prompt"][i] for i in batch_rows]
             seeds = [latent_seed(args.seed, i) for i in batch_rows]
+            condition = {argument: open_images([rows[column][i] for i in batch_rows], width, height,
+                                               "L" if argument == "mask_image" else "RGB")
+                         for argument, column in conditions.items()}
             if args.images:
                 pixels = load_images([Path(rows["image"][i]) for i in batch_rows], width, height)
                 latents = encode_images(pipe.vae, pixels, sample=args.posterior == "sample",
                                         generator=torch.Generator().manual_seed(seeds[0]))
             else:
-                shape = (pipe.transformer.config.in_channels, height // pipe.vae_scale_factor,
+                shape = (pipe.transformer.config.out_channels, height // pipe.vae_scale_factor,
                          width // pipe.vae_scale_factor)  # as the pipeline's prepare_latents shapes it
                 latents = generate_latents(pipe, prompts, width, height, initial_noise(seeds, shape), steps, guidance,
-                                           max_sequence_length)
-            embeds, pooled = encode_prompts(pipe, prompts, max_sequence_length)
-            for name, tensor in (("latents", latents), ("prompt_embeds", embeds), ("pooled_prompt_embeds", pooled)):
-                parts[name].append(tensor.float())
+                                           max_sequence_length, **condition, **call_extra)
+            tensors = {"latents": latents, **dict(zip(("prompt_embeds", "pooled_prompt_embeds"),
+                                                      encode_prompts(pipe, prompts, max_sequence_length)))}
+            if conditions:
+                tensors["image_latents"] = pipe.prepare_condition(**condition, height=height, width=width)
+            for name, tensor in tensors.items():
+                parts.setdefault(name, []).append(tensor.float())
             bar.update(len(batch_rows))
         write_shard(shard_path(out, shard["index"]), {k: torch.cat(v) for k, v in parts.items()},
                     [rows["prompt"][i] for i in shard["rows"]], width, height)
@@ -204,6 +250,8 @@ def build_parser() -> OneLineParser:
                         help="--images: a seeded sample of the VAE posterior (default) or its mean")
     parser.add_argument("--steps", type=int, default=0, help="sampling steps (default: the model's)")
     parser.add_argument("--guidance", type=float, default=None, help="constant CFG scale (default: the model's)")
+    parser.add_argument("--image-guidance", type=float, default=None,
+                        help="an edit model's constant image guidance scale (default: the model's)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--shard-size", type=int, default=1024)
     parser.add_argument("--seed", type=int, default=0)

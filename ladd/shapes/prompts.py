@@ -5,6 +5,9 @@ the zoo's shares (half square, a quarter landscape, a quarter portrait), written
 `python -m ladd.synth --prompts FILE.csv`. With `--render DIR` every prompt is also rendered at its size (seeded
 like `ladd.synth`'s latent of the same row) into DIR, and the CSV gains an `image` column (relative to the CSV):
 real, perfectly aligned data for `ladd.synth --images FILE.csv`, the paper's real-data ablation (Sec. 4.2).
+`--masks` (with `--render`) adds a `mask` column of inpainting masks (`bench.masks`' policies, a random one per row):
+real data for an inpainting model. `--edits` (with `--render`) writes edits instead (`ladd.shapes.edits`, never a
+held-out one): the instruction as `prompt`, the rendered source as `image`, for an edit teacher's synthetic data.
 """
 
 from __future__ import annotations
@@ -18,9 +21,11 @@ from tqdm import tqdm
 
 from ladd.cli import LaddError, OneLineParser, run_cli
 from ladd.synth import latent_seed
+from bench.masks import make_mask, mask_image
 from ladd.shapes.data import BUCKET_SHARES
+from ladd.shapes.edits import EDIT_KINDS, sample_edit
 from ladd.shapes.grammar import sample_scene, scene_to_prompt
-from ladd.shapes.heldout import heldout_prompts
+from ladd.shapes.heldout import heldout_edit_keys, heldout_prompts
 from ladd.shapes.render import BUCKETS, render_prompt
 
 PROG = "python -m ladd.shapes.prompts"
@@ -54,6 +59,45 @@ def prompt_table(num: int, seed: int = 0) -> pd.DataFrame:
                          "height": [h for _, h in sizes]})
 
 
+def edit_table(num: int, images: Path, csv_dir: Path, seed: int = 0) -> pd.DataFrame:
+    """`num` edits balanced over the kinds and buckets, sources rendered into `images`: prompt (the instruction),
+    image (the source, relative to `csv_dir`), width, height, kind, source_prompt, target_prompt."""
+    rng, exclude = np.random.default_rng(seed), heldout_edit_keys()
+    images.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, (width, height) in enumerate(tqdm(bucket_sizes(num), desc="edits", unit="edit")):
+        while True:
+            edit = sample_edit(rng, EDIT_KINDS[i % len(EDIT_KINDS)], width, height)
+            if (edit.source_prompt, edit.instruction) not in exclude:
+                break
+        path = images / f"{i:06d}.png"
+        if not path.is_file():
+            save_png(edit.render()[0], path)
+        rows.append({"prompt": edit.instruction, "image": os.path.relpath(path, csv_dir), "width": width,
+                     "height": height, "kind": edit.kind, "source_prompt": edit.source_prompt,
+                     "target_prompt": edit.target_prompt})
+    return pd.DataFrame(rows)
+
+
+def save_png(image, path: Path) -> None:
+    tmp = path.with_suffix(".tmp.png")
+    image.save(tmp)
+    os.replace(tmp, path)
+
+
+def mask_table(table: pd.DataFrame, images: Path, csv_dir: Path, seed: int = 0) -> pd.DataFrame:
+    """A mask per row (a random `bench.masks` policy, named "train-<row>" apart from the benchmark's masks)."""
+    paths, policies = [], []
+    for row in table.itertuples():
+        path = images / f"{row.Index:06d}-mask.png"
+        mask, policy = make_mask(f"train-{row.Index}", seed, int(row.width), int(row.height), "mixed")
+        if not path.is_file():
+            save_png(mask_image(mask), path)
+        paths.append(os.path.relpath(path, csv_dir))
+        policies.append(policy)
+    return table.assign(mask=paths, mask_policy=policies)
+
+
 def render_table(table: pd.DataFrame, images: Path, csv_dir: Path, seed: int = 0) -> pd.DataFrame:
     """Render every row into `images` (skipping finished files) and add their paths, relative to `csv_dir`."""
     images.mkdir(parents=True, exist_ok=True)
@@ -61,9 +105,7 @@ def render_table(table: pd.DataFrame, images: Path, csv_dir: Path, seed: int = 0
     for row in tqdm(table.itertuples(), total=len(table), desc="rendering", unit="image"):
         path = images / f"{row.Index:06d}.png"
         if not path.is_file():
-            tmp = path.with_suffix(".tmp.png")
-            render_prompt(row.prompt, latent_seed(seed, row.Index), int(row.width), int(row.height)).save(tmp)
-            os.replace(tmp, path)
+            save_png(render_prompt(row.prompt, latent_seed(seed, row.Index), int(row.width), int(row.height)), path)
         paths.append(os.path.relpath(path, csv_dir))
     return table.assign(image=paths)
 
@@ -73,15 +115,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num", type=int, required=True, help="number of prompts")
     parser.add_argument("--out", required=True, help="the CSV to write")
     parser.add_argument("--render", metavar="DIR", help="also render every prompt into DIR (an `image` column)")
+    parser.add_argument("--masks", action="store_true", help="with --render: an inpainting mask per row (`mask`)")
+    parser.add_argument("--edits", action="store_true", help="with --render: edits (instruction, rendered source)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.num <= 0:
         raise LaddError(f"--num must be positive, got {args.num}")
+    if (args.masks or args.edits) and not args.render:
+        raise LaddError("--masks and --edits write images: give --render DIR")
+    if args.masks and args.edits:
+        raise LaddError("--masks and --edits are two different files: give one")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    table = prompt_table(args.num, args.seed)
-    if args.render:
-        table = render_table(table, Path(args.render), out.parent, args.seed)
+    if args.edits:
+        table = edit_table(args.num, Path(args.render), out.parent, args.seed)
+    else:
+        table = prompt_table(args.num, args.seed)
+        if args.render:
+            table = render_table(table, Path(args.render), out.parent, args.seed)
+        if args.masks:
+            table = mask_table(table, Path(args.render), out.parent, args.seed)
     tmp = out.with_name(out.name + ".tmp")
     table.to_csv(tmp, index=False)
     os.replace(tmp, out)
