@@ -162,8 +162,13 @@ def missing_mask(batch: pd.DataFrame, run_dir: Path) -> np.ndarray:
 def prepare_source(row: dict, run_dir: Path) -> Image.Image:
     """The input image, centre-cropped and resized to the generation size, kept in the run folder."""
     path = run_dir / row["source_path"]
-    if path.is_file():
-        return Image.open(path).convert("RGB")
+    try:
+        with Image.open(path) as kept:
+            return kept.convert("RGB")
+    except FileNotFoundError:
+        pass
+    except (OSError, SyntaxError, ValueError):
+        pass  # damaged since it was written: made again from the original below
     with Image.open(row["source_file"]) as original:
         image = ImageOps.fit(original.convert("RGB"), (int(row["width"]), int(row["height"])), Image.LANCZOS)
     save_image(image, path)

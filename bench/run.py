@@ -8,6 +8,7 @@ command skips finished images. `accelerate launch -m bench.run ...` splits the b
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import os
 import sys
@@ -199,17 +200,18 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     # Everything that can fail on user input is checked before the run folder is touched.
-    from bench.score import check_scoring
     from bench.suites import load_suite
 
     suites = resolve_suites(args)
     frames = [load_suite(s, prompts_file=args.prompts, data_dir=args.data_dir, limit=args.limit) for s in suites]
+    from bench.score import check_scoring  # after the prompt files: it imports diffusers, seconds a bad file waits
+
     spec = resolve_model(args.model or default_model())
     from bench.registry import check_available
 
     check_available(spec)
     if args.vae:  # checked from its config before any work; swapped in once the model is loaded
-        from ladd.pipelines import swap_vae, vae_class
+        from ladd.pipelines import vae_class
 
         try:
             vae_class(args.vae)
@@ -225,13 +227,25 @@ def main(argv: list[str] | None = None) -> int:
     check_resumable(out, identity)
 
     state = process_state()
+    if state.is_main_process:
+        from bench.runfolder import check_not_locked
+
+        check_not_locked(out)  # refused at once, not after loading the model, while another process writes `out`
+    return make_run(args, argv, spec, suites, frames, out, batch_size, identity, state)
+
+
+def make_run(args, argv, spec, suites, frames, out: Path, batch_size: int, identity: dict, state) -> int:
+    """Load the model, plan the run, and under the folder's lock generate this process's share, then merge and
+    score on the main process."""
     from bench.generate import (default_size, effective_guidance, effective_steps, generate, make_batches,
                                 plan_images, recovered_rows, resolve_call_kwargs, shard_batches)
     from bench.registry import checkpoint_info, checkpoint_tags, load_model
-    from bench.runfolder import Journal, merge_manifest, remove_temporaries
+    from bench.runfolder import Journal, lock_run_folder, merge_manifest, remove_damaged, remove_temporaries
 
     pipe = load_model(spec, state.device)
     if args.vae:
+        from ladd.pipelines import swap_vae
+
         try:
             swap_vae(pipe, args.vae)
         except ValueError as error:
@@ -246,60 +260,71 @@ def main(argv: list[str] | None = None) -> int:
                        model=spec.name, steps=steps, guidance=guidance, mask_policy=args.mask_policy)
     batches = make_batches(plan, batch_size)
 
-    existing_before = count_existing(plan, out)  # nobody writes before the barrier below
-    if state.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        remove_temporaries(out)  # before any process starts writing
-        previous = read_json(out / CONFIG)
-        write_json(out / CONFIG, {
-            "model": spec.name,
-            "model_kind": spec.kind,
-            "model_source": spec.source,
-            "suite": list(dict.fromkeys(previous.get("suite", []) + suites)),
-            "samples_per_prompt": args.samples_per_prompt,
-            "steps": steps,
-            "guidance": guidance,
-            "seed": args.seed,
-            "batch_size": batch_size,
-            "limit": args.limit,
-            "prompts": str(Path(args.prompts).resolve()) if args.prompts else None,
-            "data_dir": str(Path(args.data_dir).resolve()) if args.data_dir else None,
-            "mask_policy": args.mask_policy,
-            "clip": args.clip,
-            "default_size": list(size),
-            "call_kwargs": call_kwargs,
-            "pipeline": type(pipe).__name__,
-            "vae": {"class": type(pipe.vae).__name__, "source": str(Path(args.vae).resolve()) if args.vae else None},
-            "scheduler": {"class": type(pipe.scheduler).__name__, **dict(pipe.scheduler.config)},
-            "tags": {**previous.get("tags", {}), **checkpoint_tags(spec), **dict(args.tag)},
-            "checkpoint": checkpoint_info(spec) or None,
-            "identity": identity,
-            "num_processes": state.num_processes,
-            "environment": environment(),
-            "command": [PROG, *(sys.argv[1:] if argv is None else argv)],
-        })
-    state.wait_for_everyone()
+    # One writer per run folder: the main process holds the lock until it is done (the OS frees it if the process
+    # dies); the other processes of an accelerate launch are its shards and write only after its barrier. Taken
+    # after the model loads, so a bad --vae still leaves no folder behind.
+    with lock_run_folder(out, PROG) if state.is_main_process else contextlib.nullcontext():
+        if state.is_main_process:
+            out.mkdir(parents=True, exist_ok=True)
+            remove_temporaries(out)  # before any process starts writing
+            # A PNG truncated or overwritten since it was recorded is deleted here, so it is made again below.
+            damaged = remove_damaged(out, plan["path"])
+            if damaged:
+                print(f"{out}: {len(damaged)} damaged image(s) will be made again, first {damaged[0][0]} "
+                      f"({damaged[0][1]})", file=sys.stderr)
+            existing_before = count_existing(plan, out)  # nobody writes before the barrier below
+            previous = read_json(out / CONFIG)
+            write_json(out / CONFIG, {
+                "model": spec.name,
+                "model_kind": spec.kind,
+                "model_source": spec.source,
+                "suite": list(dict.fromkeys(previous.get("suite", []) + suites)),
+                "samples_per_prompt": args.samples_per_prompt,
+                "steps": steps,
+                "guidance": guidance,
+                "seed": args.seed,
+                "batch_size": batch_size,
+                "limit": args.limit,
+                "prompts": str(Path(args.prompts).resolve()) if args.prompts else None,
+                "data_dir": str(Path(args.data_dir).resolve()) if args.data_dir else None,
+                "mask_policy": args.mask_policy,
+                "clip": args.clip,
+                "default_size": list(size),
+                "call_kwargs": call_kwargs,
+                "pipeline": type(pipe).__name__,
+                "vae": {"class": type(pipe.vae).__name__,
+                        "source": str(Path(args.vae).resolve()) if args.vae else None},
+                "scheduler": {"class": type(pipe.scheduler).__name__, **dict(pipe.scheduler.config)},
+                "tags": {**previous.get("tags", {}), **checkpoint_tags(spec), **dict(args.tag)},
+                "checkpoint": checkpoint_info(spec) or None,
+                "identity": identity,
+                "num_processes": state.num_processes,
+                "environment": environment(),
+                "command": [PROG, *(sys.argv[1:] if argv is None else argv)],
+            })
+        state.wait_for_everyone()
 
-    mine = shard_batches(batches, state.process_index, state.num_processes)
-    journal = Journal(out, state.process_index)
-    generate(pipe, mine, out, call_kwargs, journal, args.mask_policy, progress=state.is_main_process)
-    state.wait_for_everyone()
-    if not state.is_main_process:
+        mine = shard_batches(batches, state.process_index, state.num_processes)
+        journal = Journal(out, state.process_index)
+        generate(pipe, mine, out, call_kwargs, journal, args.mask_policy, progress=state.is_main_process)
+        state.wait_for_everyone()
+        if not state.is_main_process:
+            return 0
+
+        manifest = merge_manifest(out, recovered_rows(plan, out))
+        new = count_existing(plan, out) - existing_before
+        print(f"{out}: {len(manifest)} images in {MANIFEST} ({new} new, {state.num_processes} process(es))")
+        if args.no_score:
+            return 0
+        import torch
+
+        from bench.score import Scorers, format_scores, score_run
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        scores = score_run(out, Scorers(clip=args.clip, device=device), suites)
+        print()
+        print(format_scores(scores, suites))
         return 0
-
-    manifest = merge_manifest(out, recovered_rows(plan, out))
-    new = count_existing(plan, out) - existing_before
-    print(f"{out}: {len(manifest)} images in {MANIFEST} ({new} new, {state.num_processes} process(es))")
-    if args.no_score:
-        return 0
-    import torch
-
-    from bench.score import Scorers, format_scores, score_run
-
-    scores = score_run(out, Scorers(clip=args.clip, device="cuda" if torch.cuda.is_available() else "cpu"), suites)
-    print()
-    print(format_scores(scores, suites))
-    return 0
 
 
 if __name__ == "__main__":

@@ -10,6 +10,12 @@ Crash safety rests on two rules:
    journal under `manifest.parts/`. `merge_manifest` folds the journals into `manifest.parquet`, one row per
    (suite, prompt_id, sample_index) whose image exists, then deletes the journals it folded in.
 
+Each row records its PNG's size (`file_bytes`), so damage after the fact (a truncated or overwritten file) is found
+by a `stat`, without decoding every image: `damaged_images` lists what a resume must make again and what
+`bench.score` refuses to score. One writer at a time: `lock_run_folder` takes an OS lock (`fcntl.flock`) on the
+folder's `.lock` file for the writer's life; the OS drops it when the process dies, so a kill -9 leaves no stale
+lock behind.
+
 This module is the only owner of the format: file and column names, the writers, the reader of whole runs
 (`read_run(s)`, used by `annotate.study` and `bench.report`) and `write_fake_run` (tests and `bench.demo`), which
 goes through the same writers as `bench.run`.
@@ -17,8 +23,10 @@ goes through the same writers as `bench.run`.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import time
 import uuid
 import zlib
 from collections.abc import Iterable
@@ -36,6 +44,8 @@ SCORES = "scores.json"
 PARTS_DIR = "manifest.parts"
 IMAGES_DIR, SOURCES_DIR, MASKS_DIR = "images", "sources", "masks"
 TMP_SUFFIX = ".tmp"
+LOCK = ".lock"  # holds the pid of the process writing the folder; locked with flock while it writes
+SIZE_COLUMN = "file_bytes"  # the PNG's size when it was written
 
 KEY = ["suite", "prompt_id", "sample_index"]
 # docs/architecture.md's columns, in its order; editing/inpainting rows add more after these.
@@ -45,6 +55,10 @@ MANIFEST_COLUMNS = ["suite", "prompt_id", "prompt", "category", "challenge", "sa
 
 class RunFolderError(BenchError):
     """A path that is not a readable run folder (missing, no manifest, unreadable files)."""
+
+
+class RunFolderBusy(BenchError):
+    """Another live process holds the run folder's write lock."""
 
 
 def image_path(suite: str, prompt_id: str, sample_index: int) -> str:
@@ -75,8 +89,10 @@ def atomic_write(path: str | Path, write) -> None:
 PNG_COMPRESS_LEVEL = 1
 
 
-def save_image(image, path: str | Path) -> None:
+def save_image(image, path: str | Path) -> int:
+    """Write a PNG atomically; returns its size in bytes (recorded in the manifest to find damage later)."""
     atomic_write(path, lambda tmp: image.save(tmp, format="PNG", compress_level=PNG_COMPRESS_LEVEL))
+    return os.stat(path).st_size
 
 
 def write_json(path: str | Path, data: dict) -> None:
@@ -138,8 +154,8 @@ class BatchWriter:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bench-writer")
 
     def _write(self, images: list[tuple], rows: list[dict]) -> None:
-        for image, path in images:
-            save_image(image, path)
+        for (image, path), row in zip(images, rows):
+            row[SIZE_COLUMN] = save_image(image, path)
         self.journal.append(rows)
 
     def submit(self, images: list[tuple], rows: list[dict]) -> None:
@@ -229,7 +245,12 @@ def merge_manifest(run_dir: str | Path, recovered: pd.DataFrame | None = None) -
     frame["prompt_id"] = frame["prompt_id"].astype(str)
     frame["sample_index"] = frame["sample_index"].astype("int64")
     frame = frame.drop_duplicates(KEY, keep="last")
-    frame = frame[[(run_dir / p).is_file() for p in frame["path"]]]
+    frame = frame[[(run_dir / p).is_file() for p in frame["path"]]].copy()
+    # Rows of older runs (or rebuilt after a kill) get the size of the file as it is now: the caller has checked
+    # those files (bench.run decodes any image without a recorded size before it resumes).
+    recorded = frame[SIZE_COLUMN] if SIZE_COLUMN in frame else pd.Series(pd.NA, index=frame.index)
+    frame[SIZE_COLUMN] = pd.Series([int(n) if pd.notna(n) else os.stat(run_dir / p).st_size
+                                    for p, n in zip(frame["path"], recorded)], index=frame.index, dtype="int64")
     frame = _normalise_types(_order_columns(frame)).sort_values(KEY).reset_index(drop=True)
     atomic_write(run_dir / MANIFEST, lambda tmp: frame.to_parquet(tmp, index=False))
     for file in files:  # folded in: a kill before this point only leaves duplicates, dropped next time
@@ -238,6 +259,112 @@ def merge_manifest(run_dir: str | Path, recovered: pd.DataFrame | None = None) -
     if parts_dir.is_dir() and not any(parts_dir.iterdir()):
         parts_dir.rmdir()
     return frame
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# One writer per run folder, and damaged images
+
+
+def _try_lock(handle, run_dir: Path) -> None:
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = ""
+        for _ in range(20):  # the holder writes its pid just after locking
+            handle.seek(0)
+            holder = handle.read().strip()
+            if holder:
+                break
+            time.sleep(0.01)
+        handle.close()
+        raise RunFolderBusy(f"{run_dir} is being written by another process (pid {holder or 'unknown'}); wait "
+                            f"for it to finish or pass another --out") from None
+
+
+def lock_run_folder(run_dir: str | Path, what: str = "bench.run"):
+    """Take the run folder's write lock (creating the folder); returns the open lock file, which holds the lock
+    until it is closed (use it as a context manager) or the process ends.
+
+    A second writer fails at once with a RunFolderBusy naming the holder's pid. The lock is `flock` on `.lock`:
+    the OS releases it when the holder exits or is killed, so there is never a stale lock to clean up.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(run_dir / LOCK, "a+", encoding="utf-8")
+    _try_lock(handle, run_dir)
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()} {what}\n")
+    handle.flush()
+    return handle
+
+
+def check_not_locked(run_dir: str | Path) -> None:
+    """Fail now with RunFolderBusy if another process holds the folder's write lock; creates nothing. (A cheap
+    early refusal before a long model load; `lock_run_folder` is what protects the writes.)"""
+    try:
+        handle = open(Path(run_dir) / LOCK, encoding="utf-8")
+    except FileNotFoundError:
+        return
+    _try_lock(handle, Path(run_dir))
+    handle.close()
+
+
+def decode_problem(path: str | Path) -> str | None:
+    """None when `path` is a complete image that decodes; else what is wrong, in a few words."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            image.verify()  # chunk structure and CRCs: finds a PNG cut after its pixel data
+        with Image.open(path) as image:
+            image.load()  # full decode: finds damaged pixel data
+    except FileNotFoundError:
+        return "missing"
+    except (OSError, SyntaxError, ValueError) as error:  # PIL's decode errors (UnidentifiedImageError is OSError)
+        return f"cannot be decoded: {' '.join(str(error).split()) or type(error).__name__}"
+    return None
+
+
+def recorded_sizes(run_dir: str | Path) -> dict[str, int]:
+    """path → size in bytes as written, from the manifest and the journals (later records win)."""
+    run_dir = Path(run_dir)
+    sizes = {}
+    manifest = read_manifest(run_dir)
+    if SIZE_COLUMN in manifest:
+        sizes.update((p, int(n)) for p, n in zip(manifest["path"], manifest[SIZE_COLUMN]) if pd.notna(n))
+    for row in read_journal_rows(journal_files(run_dir)):
+        if row.get(SIZE_COLUMN) is not None and row.get("path"):
+            sizes[row["path"]] = int(row[SIZE_COLUMN])
+    return sizes
+
+
+def damaged_images(run_dir: str | Path, paths: Iterable[str], sizes: dict[str, int] | None = None,
+                   decode_unrecorded: bool = True) -> list[tuple[str, str]]:
+    """(path, what is wrong) for each existing image of `paths` that differs from its recorded size or, where no
+    size is recorded and `decode_unrecorded`, does not decode. Missing files are not listed (they are not made yet)."""
+    run_dir = Path(run_dir)
+    sizes = recorded_sizes(run_dir) if sizes is None else sizes
+    damaged = []
+    for path in paths:
+        try:
+            size = os.stat(run_dir / path).st_size
+        except FileNotFoundError:
+            continue
+        if path in sizes:
+            if size != sizes[path]:
+                damaged.append((path, f"{size} bytes, {sizes[path]} when written"))
+        elif decode_unrecorded and (problem := decode_problem(run_dir / path)):
+            damaged.append((path, problem))
+    return damaged
+
+
+def remove_damaged(run_dir: str | Path, paths: Iterable[str]) -> list[tuple[str, str]]:
+    """Delete the damaged images among `paths`, so a resumed run makes them again. Call under the run's lock."""
+    damaged = damaged_images(run_dir, paths)
+    for path, _ in damaged:
+        (Path(run_dir) / path).unlink(missing_ok=True)
+    return damaged
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -313,8 +440,7 @@ def write_run(out: str | Path, images: Iterable[tuple], config: dict, scores: di
     out = Path(out)
     rows = []
     for image, row in images:
-        save_image(image, out / row["path"])
-        rows.append(row)
+        rows.append({**row, SIZE_COLUMN: save_image(image, out / row["path"])})
     Journal(out).append(rows)
     merge_manifest(out)
     write_json(out / CONFIG, config)

@@ -26,7 +26,8 @@ from PIL import Image
 
 from bench.backbones import CLIPBackbone, CLIPChoice, alexnet_weights, inception_weights, shapes_clip
 from bench.errors import BenchError
-from bench.runfolder import CONFIG, KEY, MANIFEST, SCORES, atomic_write, read_json, read_manifest, write_json
+from bench.runfolder import (CONFIG, KEY, MANIFEST, SCORES, atomic_write, damaged_images, lock_run_folder, read_json,
+                             read_manifest, write_json)
 from bench.suites import EDITING, INPAINTING, SUITES, TEXT_TO_IMAGE, is_shapes_suite
 from ladd.cli import OneLineParser, run_cli
 
@@ -98,12 +99,35 @@ def chunks(frame: pd.DataFrame, size: int = CHUNK) -> Iterator[pd.DataFrame]:
         yield frame.iloc[start : start + size]
 
 
+REMAKE_HINT = "rerun the bench.run command that made the run to make it again"
+
+
 def load_images(run_dir: Path, paths) -> list[Image.Image]:
     images = []
     for path in paths:
-        with Image.open(run_dir / path) as image:
-            images.append(image.convert("RGB"))
+        try:
+            with Image.open(run_dir / path) as image:
+                images.append(image.convert("RGB"))
+        except FileNotFoundError:
+            raise BenchError(f"{run_dir / path} is missing; {REMAKE_HINT}") from None
+        except (OSError, SyntaxError, ValueError) as error:  # PIL's decode errors
+            raise BenchError(f"{run_dir / path} cannot be decoded ({' '.join(str(error).split())}); "
+                             f"{REMAKE_HINT}") from None
     return images
+
+
+def check_images(run_dir: Path, rows: pd.DataFrame) -> None:
+    """Before any backbone loads: every image of `rows` exists and has the size it was written with (a stat
+    each; images without a recorded size are checked when decoded)."""
+    missing = [p for p in rows["path"] if not (run_dir / p).is_file()]
+    if missing:
+        raise BenchError(f"{len(missing)} image(s) of {run_dir} are missing, first {run_dir / missing[0]}; "
+                         f"{REMAKE_HINT}")
+    damaged = damaged_images(run_dir, rows["path"], decode_unrecorded=False)
+    if damaged:
+        path, why = damaged[0]
+        raise BenchError(f"{len(damaged)} image(s) of {run_dir} are damaged, first {run_dir / path} ({why}); "
+                         f"{REMAKE_HINT}")
 
 
 def _value(metric) -> float | None:
@@ -203,21 +227,27 @@ def per_category(rows: pd.DataFrame, per_image: pd.DataFrame, column: str) -> di
     return out
 
 
+def require_run_folder(run_dir: Path) -> None:
+    if not (run_dir / MANIFEST).is_file():
+        raise BenchError(f"{run_dir} is not a run folder (no {MANIFEST}); make one with `python -m bench.run`")
+
+
 def score_run(run_dir: str | Path, scorers: Scorers | None = None, suites: list[str] | None = None) -> dict:
     """Score every suite of a run folder; writes scores.json (merged with scores of other suites) and the
     per-image table, and returns the scores."""
     run_dir = Path(run_dir)
-    if not (run_dir / MANIFEST).is_file():
-        raise BenchError(f"{run_dir} is not a run folder (no {MANIFEST}); make one with `python -m bench.run`")
+    require_run_folder(run_dir)
     scorers = scorers or Scorers()
     manifest = read_manifest(run_dir)
     suites = suites or list(dict.fromkeys(manifest["suite"]))
     scores = read_json(run_dir / SCORES)
+    for suite in suites:
+        if not (manifest["suite"] == suite).any():
+            raise BenchError(f"{run_dir / MANIFEST} has no images of suite {suite!r}")
+    check_images(run_dir, manifest[manifest["suite"].isin(suites)])
     per_image_frames = []
     for suite in suites:
         rows = manifest[manifest["suite"] == suite]
-        if rows.empty:
-            raise BenchError(f"{run_dir / MANIFEST} has no images of suite {suite!r}")
         summary, per_image, group_by = SCORERS[suite_task(suite)](rows, run_dir, suite, scorers)
         by_category = per_category(rows, per_image.rename(columns={"correct": "accuracy"}), group_by)
         scores[suite] = {"n_images": int(len(rows)), **summary, "per_category": by_category}
@@ -278,7 +308,11 @@ def main(argv: list[str] | None = None) -> int:
     check_scoring(suites or manifest_suites, clip)
     import torch
 
-    scores = score_run(run_dir, Scorers(clip=clip, device="cuda" if torch.cuda.is_available() else "cpu"), suites)
+    require_run_folder(run_dir)
+    # scores.json and the per-image table are written into the run folder: not while bench.run writes it.
+    with lock_run_folder(run_dir, PROG):
+        scores = score_run(run_dir, Scorers(clip=clip, device="cuda" if torch.cuda.is_available() else "cpu"),
+                           suites)
     print(format_scores(scores, suites or manifest_suites))
     print(f"\nwrote {run_dir / SCORES}")
     return 0

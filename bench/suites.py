@@ -9,6 +9,7 @@ generation and metrics need (`source_path`, `source_prompt`, `target_prompt`, ..
 from __future__ import annotations
 
 import csv
+import io
 import json
 import unicodedata
 from collections.abc import Callable
@@ -21,7 +22,7 @@ import pandas as pd
 from bench.errors import BenchError
 from ladd.cli import LaddError
 from ladd.paths import PROMPTS_DIR, REPO_ROOT
-from ladd.prompts import read_prompt_file
+from ladd.prompts import read_prompt_file, read_text
 
 TEXT_TO_IMAGE, EDITING, INPAINTING = "text-to-image", "editing", "inpainting"
 BASE_COLUMNS = ["prompt_id", "prompt", "category", "challenge", "width", "height"]
@@ -97,6 +98,36 @@ def _require_file(path: Path, hint: str) -> Path:
     return path
 
 
+def _text(path: Path) -> str:
+    """A data file's text as UTF-8 (the encoding every shipped file and dataset uses); anything else is one
+    SuiteDataError naming the file and the first byte that is not UTF-8."""
+    try:
+        return read_text(path)
+    except LaddError as error:
+        raise SuiteDataError(str(error)) from None
+    except OSError as error:
+        raise SuiteDataError(f"cannot read {path} ({error.strerror or error})") from None
+
+
+def _table(path: Path, **options) -> pd.DataFrame:
+    """A CSV/TSV file as a frame of strings; empty or unparsable files are one SuiteDataError, not a traceback."""
+    text = _text(path)
+    if not text.strip():
+        raise SuiteDataError(f"{path} is empty")
+    try:
+        return pd.read_csv(io.StringIO(text), keep_default_na=False, dtype=str, **options)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, csv.Error) as error:
+        raise SuiteDataError(f"{path} is not a readable table ({' '.join(str(error).split())})") from None
+
+
+def _json(path: Path):
+    text = _text(path)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise SuiteDataError(f"{path} is not valid JSON ({error.msg} at line {error.lineno})") from None
+
+
 def _frame(rows: pd.DataFrame | list[dict], **extra_defaults) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     defaults = {"category": "", "challenge": "", "width": 0, "height": 0, **extra_defaults}
@@ -122,7 +153,7 @@ def read_drawbench(path: str | Path = DRAWBENCH_PATH) -> pd.DataFrame:
     a category of its own wherever a copy without it is compared. Prompts are kept exactly as written.
     """
     path = _require_file(Path(path), "restore it with `git checkout prompts/drawbench.csv`")
-    table = pd.read_csv(path, keep_default_na=False, dtype=str)
+    table = _table(path)
     text_column = next((c for c in ("Prompt", "Prompts", "prompt") if c in table.columns), None)
     if text_column is None or "Category" not in table.columns:
         raise SuiteDataError(f"{path}: expected columns Prompt (or Prompts) and Category, got {list(table.columns)}")
@@ -132,7 +163,7 @@ def read_drawbench(path: str | Path = DRAWBENCH_PATH) -> pd.DataFrame:
 def read_parti(path: str | Path = PARTI_PATH) -> pd.DataFrame:
     """All 1632 PartiPrompts (P2). Quoting is off: 22 prompts contain `"` and one starts with it."""
     path = _require_file(Path(path), "restore it with `git checkout prompts/parti_prompts.tsv`")
-    table = pd.read_csv(path, sep="\t", quoting=csv.QUOTE_NONE, keep_default_na=False, dtype=str)
+    table = _table(path, sep="\t", quoting=csv.QUOTE_NONE)
     missing = {"Prompt", "Category", "Challenge"} - set(table.columns)
     if missing:
         raise SuiteDataError(f"{path}: missing columns {sorted(missing)}")
@@ -147,7 +178,7 @@ def read_parti128(path: str | Path = PARTI128_PATH, parti: pd.DataFrame | None =
     """
     path = _require_file(Path(path), "restore it with `git checkout prompts/parti128.txt`")
     parti = read_parti() if parti is None else parti
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    lines = [line for line in _text(path).splitlines() if line.strip()]
     rows_by_key: dict[str, list[int]] = {}
     for row, text in enumerate(parti["prompt"]):
         rows_by_key.setdefault(match_key(text), []).append(row)
@@ -171,11 +202,14 @@ def read_shapes(path: str | Path = SHAPES_PATH) -> pd.DataFrame:
     """A shapes-world prompt set (held-out or validation): `prompt,category,width,height`, one size per prompt."""
     path = _require_file(Path(path), "write it with `python -m ladd.shapes.heldout` (`--split val` for the "
                                      "validation set)")
-    table = pd.read_csv(path, keep_default_na=False)
+    table = _table(path)
     missing = {"prompt", "category", "width", "height"} - set(table.columns)
     if missing:
         raise SuiteDataError(f"{path}: missing columns {sorted(missing)}")
-    return _frame(table[["prompt", "category", "width", "height"]])
+    sizes = table[["width", "height"]].apply(pd.to_numeric, errors="coerce")
+    if sizes.isna().any().any():
+        raise SuiteDataError(f"{path}: width and height must be whole numbers")
+    return _frame(table[["prompt", "category"]].assign(width=sizes["width"], height=sizes["height"]))
 
 
 def read_prompts_file(path: str | Path) -> pd.DataFrame:
@@ -185,6 +219,8 @@ def read_prompts_file(path: str | Path) -> pd.DataFrame:
         table = read_prompt_file(path)
     except LaddError as error:  # one error type per package: callers of bench see a BenchError
         raise SuiteDataError(str(error)) from None
+    except OSError as error:  # e.g. no permission to read it
+        raise SuiteDataError(f"cannot read prompt file {path} ({error.strerror or error})") from None
     return _frame(table[[c for c in ("prompt", "category", "challenge") if c in table.columns]])
 
 
@@ -224,14 +260,14 @@ def read_pie_bench(data_dir: str | Path = DEFAULT_DATA_DIR) -> pd.DataFrame:
     editors read `instruction`. The edit-region mask stays run-length encoded in `edit_mask_rle` (JSON).
     """
     root = pie_bench_root(data_dir)
-    try:
-        mapping = json.loads((root / "mapping_file.json").read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise SuiteDataError(f"{root / 'mapping_file.json'} is not valid JSON ({error})") from None
+    mapping = _json(root / "mapping_file.json")
+    if not isinstance(mapping, dict):
+        raise SuiteDataError(f"{root / 'mapping_file.json'} is not a JSON object keyed by image id")
     rows = []
     for key in sorted(mapping):
         item = mapping[key]
-        missing = {"image_path", "original_prompt", "editing_prompt", "editing_type_id"} - set(item)
+        missing = {"image_path", "original_prompt", "editing_prompt", "editing_type_id"} - set(
+            item if isinstance(item, dict) else {})
         if missing:
             raise SuiteDataError(f"{root / 'mapping_file.json'}: entry {key} lacks {sorted(missing)}")
         source = root / "annotation_images" / item["image_path"]
@@ -265,23 +301,7 @@ def coco_captions_file(data_dir: str | Path) -> Path:
     return found[0]
 
 
-def read_coco_captions(data_dir: str | Path = DEFAULT_DATA_DIR) -> pd.DataFrame:
-    """COCO images with one caption each (the lowest annotation id), ordered by image id.
-
-    Images live in a folder named after the captions file's split (`captions_val2017.json` → `val2017/`) beside
-    the annotations folder or inside the data dir.
-    """
-    captions_path = coco_captions_file(data_dir)
-    try:
-        captions = json.loads(captions_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise SuiteDataError(f"{captions_path} is not valid JSON ({error})") from None
-    split = captions_path.stem.removeprefix("captions_")
-    image_dirs = [captions_path.parent.parent / split, captions_path.parent / split, Path(data_dir) / split,
-                  Path(data_dir) / "images" / split]
-    image_dir = _find(image_dirs, Path.is_dir)
-    if image_dir is None:
-        raise SuiteDataError(f"COCO image folder {split}/ not found next to {captions_path}; {COCO_HINT}")
+def _coco_rows(captions: dict, image_dir: Path) -> list[dict]:
     first_caption: dict[int, tuple[int, str]] = {}
     for note in captions.get("annotations", []):
         best = first_caption.get(note["image_id"])
@@ -297,6 +317,30 @@ def read_coco_captions(data_dir: str | Path = DEFAULT_DATA_DIR) -> pd.DataFrame:
             "coco_id": int(image["id"]),
             "source_path": str((image_dir / image["file_name"]).resolve()),
         })
+    return rows
+
+
+def read_coco_captions(data_dir: str | Path = DEFAULT_DATA_DIR) -> pd.DataFrame:
+    """COCO images with one caption each (the lowest annotation id), ordered by image id.
+
+    Images live in a folder named after the captions file's split (`captions_val2017.json` → `val2017/`) beside
+    the annotations folder or inside the data dir.
+    """
+    captions_path = coco_captions_file(data_dir)
+    captions = _json(captions_path)
+    if not isinstance(captions, dict):
+        raise SuiteDataError(f"{captions_path} is not a COCO captions file (a JSON object with images and "
+                             "annotations)")
+    split = captions_path.stem.removeprefix("captions_")
+    image_dirs = [captions_path.parent.parent / split, captions_path.parent / split, Path(data_dir) / split,
+                  Path(data_dir) / "images" / split]
+    image_dir = _find(image_dirs, Path.is_dir)
+    if image_dir is None:
+        raise SuiteDataError(f"COCO image folder {split}/ not found next to {captions_path}; {COCO_HINT}")
+    try:
+        rows = _coco_rows(captions, image_dir)
+    except (KeyError, TypeError, AttributeError) as error:  # a JSON file of another shape
+        raise SuiteDataError(f"{captions_path} is not a COCO captions file ({type(error).__name__}: {error})") from None
     if not rows:
         raise SuiteDataError(f"{captions_path} lists no captioned images")
     return _frame(rows)

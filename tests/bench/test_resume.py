@@ -43,9 +43,12 @@ def test_kill_9_then_rerun_finishes_without_redoing_work(tiny_pipeline_dir, tmp_
     before = {p.name: p.stat().st_mtime_ns for p in survivors}
 
     done = run_module("bench.run", *argv, env=cli_env)
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 0, done.stderr  # the killed run's lock died with it
     images = finished_images(out)
     assert len(images) == N_PROMPTS
+    for path in images:  # every image of the finished run decodes
+        with Image.open(path) as image:
+            image.load()
     # nothing that was finished before the kill was written again
     assert {p.name: p.stat().st_mtime_ns for p in images if p.name in before} == before
     assert f"({N_PROMPTS - len(before)} new" in done.stdout

@@ -1,5 +1,7 @@
 """The run folder: atomic writes, the journal's torn last line, manifest merging, reading and writing whole runs."""
 
+import os
+
 import pandas as pd
 import pytest
 from PIL import Image
@@ -104,3 +106,40 @@ def test_unreadable_runs_are_one_user_error(tmp_path, problem, message):
     with pytest.raises(RunFolderError, match=message) as error:
         read_run(folder)
     assert isinstance(error.value, BenchError) and isinstance(error.value, UserError)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The write lock and damaged images
+
+
+def test_the_write_lock_names_its_holder_and_is_released_with_its_file(tmp_path):
+    from bench.runfolder import RunFolderBusy, lock_run_folder
+
+    held = lock_run_folder(tmp_path / "run")
+    with pytest.raises(RunFolderBusy, match=rf"being written by another process \(pid {os.getpid()} "):
+        lock_run_folder(tmp_path / "run")  # flock is per open file: a second open conflicts even in one process
+    held.close()  # what the OS does for a process that exits or is killed
+    lock_run_folder(tmp_path / "run").close()
+
+
+def test_sizes_are_recorded_and_damage_is_found_by_size_or_by_decoding(tmp_path):
+    from bench.runfolder import SIZE_COLUMN, damaged_images, recorded_sizes, remove_damaged
+
+    folder = write_fake_run(tmp_path / "run", "m", 1, fake_prompts(3), samples=1, size=16)
+    manifest = pd.read_parquet(folder / MANIFEST)
+    paths = manifest["path"].tolist()
+    assert manifest[SIZE_COLUMN].tolist() == [(folder / p).stat().st_size for p in paths]
+    assert damaged_images(folder, paths) == []
+
+    first = folder / paths[0]
+    first.write_bytes(first.read_bytes()[:-20])  # truncated after it was recorded
+    assert [p for p, _ in damaged_images(folder, paths)] == [paths[0]]
+    assert "when written" in damaged_images(folder, paths)[0][1]
+
+    # A manifest from before sizes were recorded: the image is decoded instead.
+    manifest.drop(columns=SIZE_COLUMN).to_parquet(folder / MANIFEST)
+    assert recorded_sizes(folder) == {}
+    problems = damaged_images(folder, paths)
+    assert [p for p, _ in problems] == [paths[0]] and "cannot be decoded" in problems[0][1]
+    assert remove_damaged(folder, paths) == problems and not first.exists()
+    assert merge_manifest(folder)[SIZE_COLUMN].tolist() == [(folder / p).stat().st_size for p in paths[1:]]
