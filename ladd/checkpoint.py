@@ -9,6 +9,11 @@ A checkpoint folder `OUT/checkpoints/step-NNNNNN/` holds everything needed to re
     works).
 It is written under a temporary name and renamed when complete: a killed run never leaves a half checkpoint.
 
+A sharded run's checkpoint (`distributed = "fsdp"`, `ladd.sharding`) holds the same record and sampler, accelerate's
+schedules and RNG states, and instead of the safetensors files a `sharded/` folder written by
+`torch.distributed.checkpoint`: student, heads, both optimisers and the EMA, one file per process. It resumes on any
+number of processes (DCP reshards), and the readers below load its EMA student whole in one process.
+
 The frozen teacher is never written: exports and checkpoints only ever serialise the student's own modules
 (another LADD implementation once saved the teacher over the trained student).
 """
@@ -24,9 +29,11 @@ import torch
 from diffusers import SD3Transformer2DModel
 from safetensors.torch import load_file, save_file
 
+from ladd.cli import LaddError
 from ladd.pipelines import link_identical_components, load_pipeline
 from ladd.sampling import (consistency_scheduler, read_sampling_defaults, read_student_timesteps,
                            student_sampling_defaults, write_sampling_defaults)
+from ladd.sharding import SHARDED_DIR, ShardedTraining, load_sharded, read_full_state, save_sharded
 from ladd.timesteps import StudentTimesteps
 
 CHECKPOINT_FILE = "ladd_checkpoint.json"
@@ -72,18 +79,23 @@ def swap_in(staged: Path, final: Path) -> None:
 
 
 def save_checkpoint(accelerator, out: Path, iteration: int, ema, student, info: dict, timesteps: StudentTimesteps,
-                    keep: int = 2) -> Path:
+                    keep: int = 2, sharded: ShardedTraining | None = None) -> Path:
+    """Write checkpoint `iteration`; with `sharded` (FSDP), the models, optimisers and EMA go through DCP."""
     final = checkpoint_dir(out, iteration)
     tmp = final.with_name(final.name + ".tmp")
     if accelerator.is_main_process and tmp.exists():
         shutil.rmtree(tmp)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
+    if sharded is not None:
+        save_sharded(sharded, tmp / SHARDED_DIR)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        save_file(ema_state_dict(ema, student), str(tmp / EMA_FILE))
+        if sharded is None:
+            save_file(ema_state_dict(ema, student), str(tmp / EMA_FILE))
         record = {**info, "iteration": iteration, "ema_optimization_step": ema.optimization_step,
-                  "student_config": dict(student.config)}
+                  "student_config": dict(student.config), "sharded": sharded is not None,
+                  "num_processes": accelerator.num_processes}
         write_sampling_defaults(tmp, **student_sampling_defaults(read_sampling_defaults(info["teacher"]), timesteps))
         (tmp / CHECKPOINT_FILE).write_text(json.dumps(record, indent=2, default=str))
         swap_in(tmp, final)
@@ -93,13 +105,24 @@ def save_checkpoint(accelerator, out: Path, iteration: int, ema, student, info: 
     return final
 
 
-def load_checkpoint(accelerator, path: Path, ema, student) -> int:
-    """Restore a checkpoint into prepared objects; returns the iteration to continue from."""
-    accelerator.load_state(str(path))
+def is_sharded(record: dict) -> bool:
+    return bool(record.get("sharded"))
+
+
+def load_checkpoint(accelerator, path: Path, ema, student, sharded: ShardedTraining | None = None) -> int:
+    """Restore a checkpoint into prepared objects (with `sharded`: into the FSDP run's shards, whatever number of
+    processes wrote it); returns the iteration to continue from."""
     record = json.loads((Path(path) / CHECKPOINT_FILE).read_text())
-    shadow = load_file(str(Path(path) / EMA_FILE))
-    names = [name for name, _ in student.named_parameters()]
-    ema.shadow_params = [shadow[name].to(p.device, p.dtype) for name, p in zip(names, student.parameters())]
+    if is_sharded(record) != (sharded is not None):
+        kind, setting = ("sharded (FSDP)", "fsdp") if is_sharded(record) else ("DDP", "ddp")
+        raise LaddError(f"{path} is a {kind} checkpoint; resume it with distributed='{setting}'")
+    accelerator.load_state(str(path))
+    if sharded is not None:
+        load_sharded(sharded, Path(path) / SHARDED_DIR)
+    else:
+        shadow = load_file(str(Path(path) / EMA_FILE))
+        names = [name for name, _ in student.named_parameters()]
+        ema.shadow_params = [shadow[name].to(p.device, p.dtype) for name, p in zip(names, student.parameters())]
     ema.optimization_step = record["ema_optimization_step"]
     return record["iteration"]
 
@@ -146,7 +169,11 @@ def load_checkpoint_student(checkpoint: str | Path, use_ema: bool = True
     checkpoint = Path(checkpoint)
     record = json.loads((checkpoint / CHECKPOINT_FILE).read_text())
     student = SD3Transformer2DModel.from_config(record["student_config"])
-    student.load_state_dict(load_file(str(checkpoint / (EMA_FILE if use_ema else "model.safetensors"))))
+    if is_sharded(record):
+        state = read_full_state(checkpoint / SHARDED_DIR, "ema" if use_ema else "student", student.state_dict())
+    else:
+        state = load_file(str(checkpoint / (EMA_FILE if use_ema else "model.safetensors")))
+    student.load_state_dict(state)
     return student.eval(), Path(record["teacher"]), checkpoint_timesteps(record)
 
 

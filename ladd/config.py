@@ -81,6 +81,9 @@ class LaddConfig:
     max_skipped: int = 20  # stop after this many iterations in a row with non-finite gradients
     mixed_precision: str = "no"  # "no" or "bf16"
     cpu: bool = False
+    # "auto": FSDP2 when `accelerate launch` was given an FSDP config (configs/accelerate/fsdp-*.yaml), else DDP;
+    # "ddp" or "fsdp" force one (ladd.sharding)
+    distributed: str = "auto"
     gradient_checkpointing: bool = False
     log_every: int = 10
     checkpoint_every: int = 500
@@ -116,6 +119,8 @@ class LaddConfig:
                             "'bf16' (or 'no')")
         if self.mixed_precision not in ("no", "bf16"):
             raise LaddError(f"mixed_precision must be 'no' or 'bf16', got {self.mixed_precision!r}")
+        if self.distributed not in ("auto", "ddp", "fsdp"):
+            raise LaddError(f"distributed must be 'auto', 'ddp' or 'fsdp', got {self.distributed!r}")
         try:
             self.student.schedule()
         except ValueError as error:

@@ -14,6 +14,10 @@ One iteration is the paper's algorithm (Sec. 3 and Fig. 3, bottom row):
 The opt-in terms (`ladd.losses`, each with its weight in `LaddConfig`): L_distill with a plain or guided teacher
 target in the generator step; matching-aware fakes and R1 in the discriminator step. The teacher never changes:
 its parameters are frozen and no optimiser holds them.
+
+`distributed` chooses how several processes share the work: DDP (every process holds the whole student, teacher and
+heads; accelerate wraps the student and heads) or FSDP2 (`ladd.sharding`: all three sharded, checkpoints through
+`torch.distributed.checkpoint`). The iteration is the same code either way.
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ from ladd.losses import ADVERSARIAL_LOSSES, distillation_loss, mismatch_loss, r1
 from ladd.optim import lr_schedule
 from ladd.pipelines import load_pipeline, pipeline_folder
 from ladd.sampling import read_sampling_defaults
+from ladd.sharding import (ShardedTraining, gather_ema_student, join_process_group, launcher_plugin, shard_models,
+                           use_fsdp)
 from ladd.timesteps import StudentTimesteps
 
 PROG = "python -m ladd.train"
@@ -52,10 +58,10 @@ PROG = "python -m ladd.train"
 
 @dataclass
 class LaddModels:
-    teacher: SD3Transformer2DModel  # frozen
-    student: torch.nn.Module  # as prepared by accelerate (wrapped under DDP)
+    teacher: SD3Transformer2DModel  # frozen (sharded in place under FSDP)
+    student: torch.nn.Module  # as prepared by accelerate (wrapped under DDP; sharded in place under FSDP)
     features: TeacherFeatures  # hooks on the teacher's blocks
-    discriminator: torch.nn.Module  # the heads, as prepared by accelerate
+    discriminator: torch.nn.Module  # the heads, as prepared by accelerate (sharded in place under FSDP)
     timesteps: StudentTimesteps
     unconditional: tuple[torch.Tensor, torch.Tensor] | None = None  # the empty prompt's embeddings (guided target)
 
@@ -110,11 +116,12 @@ def build_discriminator(cfg: LaddConfig, features: TeacherFeatures, teacher) -> 
 
 
 def assemble_training(cfg: LaddConfig, teacher: SD3Transformer2DModel, student: SD3Transformer2DModel,
-                      unconditional: tuple[torch.Tensor, torch.Tensor] | None = None
+                      unconditional: tuple[torch.Tensor, torch.Tensor] | None = None, shard=None
                       ) -> tuple[LaddModels, LaddOptimizers]:
     """Feature hooks, heads, timesteps, and both optimisers with their learning-rate schedules, around a teacher and
     a student (plus the empty prompt's embeddings when the distillation target is guided). Models built in memory
-    (`scripts/full_size_cost.py`: random weights at SD3's size) enter here."""
+    (`scripts/full_size_cost.py`: random weights at SD3's size) enter here. `shard(teacher, student, heads)`
+    (`ladd.sharding.shard_models`) shards them in place before the optimisers are built over the shards."""
     if distill_is_guided(cfg) and unconditional is None:
         raise LaddError("a guided distillation target needs the empty prompt's text embeddings")
     features = TeacherFeatures(teacher, list(cfg.discriminator.blocks) or None)
@@ -122,6 +129,8 @@ def assemble_training(cfg: LaddConfig, teacher: SD3Transformer2DModel, student: 
     if cfg.gradient_checkpointing:
         student.enable_gradient_checkpointing()
         teacher.enable_gradient_checkpointing()
+    if shard is not None:
+        shard(teacher, student, discriminator)
     betas = tuple(cfg.adam_betas)
     opt_g = torch.optim.AdamW(student.parameters(), lr=cfg.student.lr, betas=betas, weight_decay=0.0)
     opt_d = torch.optim.AdamW(discriminator.parameters(), lr=cfg.discriminator.lr, betas=betas, weight_decay=0.0)
@@ -129,13 +138,13 @@ def assemble_training(cfg: LaddConfig, teacher: SD3Transformer2DModel, student: 
     return models, LaddOptimizers(opt_g, opt_d, lr_schedule(opt_g, cfg.warmup), lr_schedule(opt_d, cfg.warmup))
 
 
-def build_training(cfg: LaddConfig) -> tuple[LaddModels, LaddOptimizers]:
+def build_training(cfg: LaddConfig, shard=None) -> tuple[LaddModels, LaddOptimizers]:
     """`assemble_training` for the teacher folder (and student source) that `cfg` names."""
     teacher_pipe = load_pipeline(cfg.teacher)
     teacher = freeze(teacher_pipe.transformer)
     unconditional = unconditional_embeddings(teacher_pipe, cfg) if distill_is_guided(cfg) else None
     del teacher_pipe  # the text encoders are not needed past this point
-    return assemble_training(cfg, teacher, init_student(cfg, teacher), unconditional)
+    return assemble_training(cfg, teacher, init_student(cfg, teacher), unconditional, shard)
 
 
 # --- one LADD iteration -------------------------------------------------------------------------------------
@@ -293,12 +302,24 @@ def train(cfg: LaddConfig) -> Path:
     # the learning-rate schedules step once per iteration, not once per process
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=cfg.cpu or not torch.cuda.is_available(),
                               step_scheduler_with_optimizer=False)
+    fsdp = use_fsdp(cfg.distributed)
+    own_group = fsdp and join_process_group(accelerator.device)
+    try:
+        return run_training(cfg, accelerator, fsdp)
+    finally:
+        if own_group and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def run_training(cfg: LaddConfig, accelerator, fsdp: bool) -> Path:
     out = Path(cfg.out)
     set_seed(cfg.seed)  # identical initialisation on every process
 
     state = accelerator.state
-    accelerator.print(f"{state.num_processes} processes ({state.distributed_type.value}, {state.backend or 'no backend'})")
-    models, optimizers = build_training(cfg)
+    sharding = ", sharded with FSDP2" if fsdp else ""
+    accelerator.print(f"{state.num_processes} processes ({state.distributed_type.value}, "
+                      f"{state.backend or 'no backend'}){sharding}")
+    models, optimizers = build_training(cfg, shard_models(cfg.mixed_precision, launcher_plugin()) if fsdp else None)
     data = LatentBuckets(cfg.data)
     if models.unconditional is not None:
         text_length, data_length = models.unconditional[0].shape[1], data.buckets[0]["prompt_embeds"].shape[1]
@@ -306,22 +327,31 @@ def train(cfg: LaddConfig) -> Path:
             raise LaddError(f"the unconditional text embedding has {text_length} tokens but the data's have "
                             f"{data_length}; set max_sequence_length in {cfg.data}/plan.json to the synth run's")
         models.unconditional = tuple(u.to(accelerator.device) for u in models.unconditional)
-    (models.student, models.discriminator, optimizers.student, optimizers.discriminator, optimizers.student_lr,
-     optimizers.discriminator_lr) = accelerator.prepare(
-        models.student, models.discriminator, optimizers.student, optimizers.discriminator, optimizers.student_lr,
-        optimizers.discriminator_lr)
-    models.teacher.to(accelerator.device)  # frozen: not prepared, so no wrapper, no optimiser, no gradient sync
-    student = accelerator.unwrap_model(models.student)
-    ema = EMAModel(student.parameters(), decay=cfg.student.ema_decay)
+    if fsdp:
+        # the models are sharded in place (ladd.sharding); accelerate keeps the schedules, which its save_state
+        # checkpoints with every process's RNG
+        optimizers.student_lr, optimizers.discriminator_lr = accelerator.prepare(optimizers.student_lr,
+                                                                                 optimizers.discriminator_lr)
+        student = models.student
+    else:
+        (models.student, models.discriminator, optimizers.student, optimizers.discriminator, optimizers.student_lr,
+         optimizers.discriminator_lr) = accelerator.prepare(
+            models.student, models.discriminator, optimizers.student, optimizers.discriminator,
+            optimizers.student_lr, optimizers.discriminator_lr)
+        models.teacher.to(accelerator.device)  # frozen: not prepared, so no wrapper, no optimiser, no gradient sync
+        student = accelerator.unwrap_model(models.student)
+    ema = EMAModel(student.parameters(), decay=cfg.student.ema_decay)  # under FSDP: shards, like the student
     ema.to(accelerator.device)
+    sharded = ShardedTraining(student, optimizers.student, models.discriminator, optimizers.discriminator,
+                              ema) if fsdp else None
 
     start = 0
+    # different noise on every process; a checkpoint's RNG states replace it (a process the saving run lacked keeps it)
+    set_seed(cfg.seed + accelerator.process_index)
     resume = latest_checkpoint(out) if cfg.resume == "auto" else (Path(cfg.resume) if cfg.resume else None)
     if resume is not None:
-        start = load_checkpoint(accelerator, resume, ema, student)
+        start = load_checkpoint(accelerator, resume, ema, student, sharded)
         accelerator.print(f"resumed from {resume} at iteration {start}")
-    else:
-        set_seed(cfg.seed + accelerator.process_index)  # different noise on every process
 
     info = {"teacher": str(Path(cfg.teacher).resolve()), "config": to_dict(cfg),
             "tags": scaling_tags(cfg, models.teacher, student)}
@@ -351,12 +381,15 @@ def train(cfg: LaddConfig) -> Path:
                       p_t1=models.timesteps.probabilities(iteration)[0], **stats, skipped=skipped)
             bar.set_postfix(g=f"{stats['g_loss']:.3f}", d=f"{stats['d_loss']:.3f}")
         if done % cfg.checkpoint_every == 0 or done == cfg.iterations:
-            save_checkpoint(accelerator, out, done, ema, student, info, models.timesteps, keep=cfg.keep_checkpoints)
+            save_checkpoint(accelerator, out, done, ema, student, info, models.timesteps, keep=cfg.keep_checkpoints,
+                            sharded=sharded)
 
     final = Path(cfg.export) if cfg.export else out / "pipeline"
+    exported = gather_ema_student(ema, student) if fsdp else None  # collective: every process takes part
     if accelerator.is_main_process:
-        exported = copy.deepcopy(student).eval()
-        ema.copy_to(exported.parameters())
+        if exported is None:
+            exported = copy.deepcopy(student).eval()
+            ema.copy_to(exported.parameters())
         final, linked = export_student(cfg.teacher, exported, final, models.timesteps, cfg.export_link_teacher)
         if cfg.export_link_teacher:
             accelerator.print(f"linked to the teacher's: {', '.join(linked) or 'nothing'}")
