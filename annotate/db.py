@@ -3,12 +3,22 @@
 Any SQLAlchemy URL works; a plain path means a SQLite file. The browser-facing queries (`next_item`,
 `progress`) read only comparison ids, prompts and image paths — never the `systems` table, which is the only
 place model names live.
+
+Opening is careful: an existing SQLite file is first read through a read-only connection (its header, its tables,
+`PRAGMA quick_check`), and only a study database (or an empty file, for `create`) is then opened for writing and
+switched to WAL, so a file that is rejected is never changed. Database failures reach people as one
+`DatabaseProblem` naming the database and what is wrong (missing, not a study database, corrupted, locked,
+unreachable), never as SQLAlchemy tracebacks (`database_errors`).
 """
 
 from __future__ import annotations
 
+import os
 import re
+import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -99,53 +109,198 @@ class StudyError(UserError):
     """A user-facing problem (missing database, unknown study, …): `ladd.cli.run_cli` prints one line, exit code 2."""
 
 
+class DatabaseProblem(StudyError):
+    """The database cannot be used as it is. The message names it (for the operator); `reason` is a few words
+    without paths or SQL, which is all the app shows to annotators."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+# An annotator with no vote for this long stops counting towards their batch's coverage (unless finished).
+DEFAULT_LEASE_SECONDS = 30 * 60
+# quick_check reads the whole file: cheap for a study database (MBs), skipped above this size.
+QUICK_CHECK_MAX_BYTES = 1 << 30
+SQLITE_MAGIC = b"SQLite format 3\x00"
+NOT_A_STUDY = "the file given is not a study database"
+
+
+def default_timeout() -> float:
+    """Seconds a write waits for SQLite's lock before giving up: ANNOTATE_DB_TIMEOUT, else 30."""
+    return float(os.environ.get("ANNOTATE_DB_TIMEOUT", "30"))
+
+
 def database_url(db: str) -> str:
     """A SQLAlchemy URL from either a URL or a plain SQLite file path."""
     return db if "://" in db else f"sqlite:///{Path(db).expanduser().resolve()}"
 
 
-def _configure_sqlite(dbapi_connection, _record) -> None:
-    # WAL lets readers proceed while one writer commits; busy_timeout makes writers wait for the lock instead
-    # of failing with "database is locked" when several annotators vote at the same moment.
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()
+def database_label(db: str) -> str:
+    """How messages name the database: the SQLite file's path, or the URL without its password."""
+    url = sa.engine.make_url(database_url(db))
+    if url.get_backend_name() == "sqlite" and url.database:
+        return url.database
+    return url.render_as_string(hide_password=True)
 
 
-def make_engine(db: str, *, must_exist: bool = True) -> sa.Engine:
-    """Engine for `db` (path or URL). With `must_exist`, a missing SQLite file is an error, not a new empty db."""
+def _sqlite_problem(label: str, message: str, timeout: float) -> DatabaseProblem:
+    """A DatabaseProblem from a SQLite error message."""
+    text = " ".join(message.split())
+    if "locked" in text or "busy" in text:
+        return DatabaseProblem(f"{label} is locked by another process (waited {timeout:g} s for it); try again "
+                               "when that process is done", "the study database is busy")
+    if "malformed" in text or "not a database" in text or "corrupt" in text:
+        return DatabaseProblem(f"{label} is corrupted ({text}); restore it from a backup", "the study database is corrupted")
+    return DatabaseProblem(f"{label} cannot be read ({text})", "the study database cannot be read")
+
+
+def problem_from(error: Exception, db: str, timeout: float | None = None) -> DatabaseProblem:
+    """One line for a SQLAlchemy/driver error: which database, and what is wrong with it."""
+    timeout = default_timeout() if timeout is None else timeout
+    original = getattr(error, "orig", None) or error
+    first_line = (str(original).strip().splitlines() or [type(original).__name__])[0]
+    label = database_label(db)
+    if isinstance(original, sqlite3.Error):
+        return _sqlite_problem(label, first_line, timeout)
+    if isinstance(error, (sa.exc.OperationalError, sa.exc.InterfaceError)):
+        return DatabaseProblem(f"cannot use the study database {label} ({first_line})", "the study database cannot be reached")
+    return DatabaseProblem(f"the study database {label} failed ({first_line})", "the study database failed")
+
+
+def unavailable(error: BaseException) -> bool:
+    """Whether `error` means the database cannot serve now (down, locked, corrupted), not a bug in a query."""
+    if isinstance(error, (sa.exc.IntegrityError, sa.exc.ProgrammingError)):
+        return False
+    return isinstance(error, (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.DatabaseError))
+
+
+@contextmanager
+def database_errors(db: str) -> Iterator[None]:
+    """Turn the database's failures inside the block into one-line DatabaseProblems naming `db`."""
+    try:
+        yield
+    except sa.exc.SQLAlchemyError as error:
+        if not unavailable(error):
+            raise
+        raise problem_from(error, db) from None
+
+
+def sqlite_tables(path: Path, timeout: float = 30.0) -> set[str]:
+    """The tables of an existing SQLite file, read without changing it; a DatabaseProblem when it is not a
+    readable SQLite database or fails `PRAGMA quick_check`. An empty file has no tables."""
+    size = path.stat().st_size
+    if size == 0:
+        return set()
+    with open(path, "rb") as handle:
+        if handle.read(len(SQLITE_MAGIC)) != SQLITE_MAGIC:
+            raise DatabaseProblem(f"{path} is not a SQLite database (nor a study database)", NOT_A_STUDY)
+    try:
+        # mode=ro: never writes to the database file. (A WAL-mode file may get its -wal/-shm files.)
+        connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=timeout)
+        try:
+            tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if size <= QUICK_CHECK_MAX_BYTES:
+                verdict = [row[0] for row in connection.execute("PRAGMA quick_check")]
+                if verdict != ["ok"]:
+                    raise DatabaseProblem(f"{path} is corrupted (quick_check: {verdict[0]}); restore it from a "
+                                          "backup", "the study database is corrupted")
+        finally:
+            connection.close()
+    except sqlite3.Error as error:
+        raise _sqlite_problem(str(path), str(error), timeout) from None
+    return tables
+
+
+def _configure_sqlite(timeout: float):
+    def configure(dbapi_connection, _record) -> None:
+        # Transactions are begun by `_begin_sqlite` (SQLAlchemy's recipe for pysqlite), so that a read-then-write
+        # transaction can take the write lock first (BEGIN IMMEDIATE) and DDL is transactional too.
+        dbapi_connection.isolation_level = None
+        # WAL lets readers proceed while one writer commits; busy_timeout makes writers wait for the lock instead
+        # of failing with "database is locked" when several annotators vote at the same moment.
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    return configure
+
+
+def _begin_sqlite(connection) -> None:
+    immediate = connection.get_execution_options().get("write_lock_first", False)
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def make_engine(db: str, *, must_exist: bool = True, timeout: float | None = None) -> sa.Engine:
+    """Engine for `db` (path or URL).
+
+    An existing SQLite file must be a study database (or, without `must_exist`, empty); anything else is a
+    DatabaseProblem and the file is left as it was. With `must_exist`, a missing file is an error, not a new
+    empty database. `timeout`: seconds to wait for SQLite's write lock (default ANNOTATE_DB_TIMEOUT or 30).
+    """
+    timeout = default_timeout() if timeout is None else timeout
     url = database_url(db)
     parsed = sa.engine.make_url(url)
     is_sqlite = parsed.get_backend_name() == "sqlite"
-    if is_sqlite and must_exist and parsed.database and not Path(parsed.database).is_file():
-        raise StudyError(f"study database not found: {parsed.database}")
-    engine = sa.create_engine(url, connect_args={"timeout": 30} if is_sqlite else {})
+    if is_sqlite and parsed.database and parsed.database != ":memory:":
+        path = Path(parsed.database)
+        if path.exists():
+            if not path.is_file():
+                raise DatabaseProblem(f"{path} is not a file", NOT_A_STUDY)
+            tables = sqlite_tables(path, timeout)
+            missing = set(metadata.tables) - tables
+            if tables and missing:
+                raise DatabaseProblem(f"{path} is not a study database (it has tables {', '.join(sorted(tables))}"
+                                      f"; missing: {', '.join(sorted(missing))})", NOT_A_STUDY)
+            if not tables and must_exist:
+                raise DatabaseProblem(f"{path} is empty, not a study database (create one with `python -m "
+                                      "annotate.study create`)", NOT_A_STUDY)
+        elif must_exist:
+            raise DatabaseProblem(f"study database not found: {path}", "the study database was not found")
+    engine = sa.create_engine(url, connect_args={"timeout": timeout} if is_sqlite else {})
     if is_sqlite:
-        sa.event.listen(engine, "connect", _configure_sqlite)
+        sa.event.listen(engine, "connect", _configure_sqlite(timeout))
+        sa.event.listen(engine, "begin", _begin_sqlite)
     return engine
 
 
+@contextmanager
+def write_transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """A transaction that reads and then writes, safely across processes: on SQLite it takes the write lock
+    before its first read (BEGIN IMMEDIATE), so two of them never decide on the same stale reading."""
+    with engine.connect() as conn:
+        conn.execution_options(write_lock_first=True)
+        with conn.begin():
+            yield conn
+
+
 def create_schema(engine: sa.Engine) -> None:
-    metadata.create_all(engine)
+    with write_transaction(engine) as conn:
+        metadata.create_all(conn)
 
 
 def check_schema(engine: sa.Engine) -> None:
     missing = set(metadata.tables) - set(sa.inspect(engine).get_table_names())
     if missing:
-        raise StudyError(f"not a study database (missing tables: {', '.join(sorted(missing))})")
+        raise DatabaseProblem(f"{database_label(str(engine.url))} is not a study database (missing tables: "
+                              f"{', '.join(sorted(missing))})", NOT_A_STUDY)
 
 
 def insert_ignore(engine: sa.Engine, table: sa.Table, rows: list[dict]) -> int:
     """Insert rows, silently skipping those that violate a unique constraint; returns how many were new."""
     dialect = engine.dialect.name
-    if dialect in ("sqlite", "postgresql"):
-        module = sqlite_dialect if dialect == "sqlite" else postgresql_dialect
-        statement = module.insert(table).on_conflict_do_nothing()
+    if dialect == "sqlite":
+        statement = sqlite_dialect.insert(table).on_conflict_do_nothing()
         with engine.begin() as conn:
             return sum(conn.execute(statement, row).rowcount for row in rows)
+    if dialect == "postgresql":
+        # RETURNING yields only the rows actually inserted (psycopg's rowcount is -1 for such a statement)
+        statement = postgresql_dialect.insert(table).on_conflict_do_nothing().returning(*table.primary_key.columns)
+        with engine.begin() as conn:
+            return sum(len(conn.execute(statement, row).all()) for row in rows)
     inserted = 0  # other dialects: one short transaction per row, duplicates rejected by the constraint
     for row in rows:
         try:
@@ -182,32 +337,64 @@ def valid_annotator_id(external_id: str) -> bool:
     return bool(ANNOTATOR_ID_PATTERN.match(external_id or ""))
 
 
-def least_covered_batch(conn, study_id: int) -> int:
-    """The batch with the fewest annotators so far (lowest number on ties): the study fills evenly."""
-    batch_sizes = (sa.select(comparisons.c.batch).where(comparisons.c.study_id == study_id)
-                   .distinct().subquery())
-    claims = (sa.select(annotators.c.batch, sa.func.count().label("n"))
-              .where(annotators.c.study_id == study_id).group_by(annotators.c.batch).subquery())
-    query = (sa.select(batch_sizes.c.batch)
-             .select_from(batch_sizes.outerjoin(claims, claims.c.batch == batch_sizes.c.batch))
-             .order_by(sa.func.coalesce(claims.c.n, 0), batch_sizes.c.batch).limit(1))
-    batch = conn.execute(query).scalar()
-    if batch is None:
+def annotator_states(conn, study_id: int, now: float, lease_seconds: float) -> pd.DataFrame:
+    """One row per annotator of the study: batch, votes cast, whether they finished their batch, and whether
+    they count towards its coverage (finished, or active — registered or voted — within the lease)."""
+    sizes = dict(conn.execute(sa.select(comparisons.c.batch, sa.func.count())
+                              .where(comparisons.c.study_id == study_id).group_by(comparisons.c.batch)).all())
+    cast = (sa.select(votes.c.annotator_id, sa.func.count().label("votes"),
+                      sa.func.max(votes.c.created_at).label("last_vote"))
+            .group_by(votes.c.annotator_id).subquery())
+    rows = conn.execute(sa.select(annotators.c.id, annotators.c.batch, annotators.c.created_at, cast.c.votes,
+                                  cast.c.last_vote)
+                        .select_from(annotators.outerjoin(cast, cast.c.annotator_id == annotators.c.id))
+                        .where(annotators.c.study_id == study_id)).all()
+    frame = pd.DataFrame(rows, columns=["id", "batch", "created_at", "votes", "last_vote"])
+    frame["votes"] = frame["votes"].fillna(0).astype(int)
+    frame["finished"] = frame["votes"] >= frame["batch"].map(sizes).fillna(0) * len(QUESTIONS)
+    last_seen = frame[["created_at", "last_vote"]].max(axis=1)
+    frame["counts"] = frame["finished"] | (last_seen >= now - lease_seconds)
+    return frame
+
+
+def least_covered_batch(conn, study_id: int, now: float, lease_seconds: float = DEFAULT_LEASE_SECONDS) -> int:
+    """The batch with the fewest annotators counting towards it (lowest number on ties): the study fills evenly,
+    and a batch taken by someone who left without voting is handed out again once their lease runs out."""
+    batches = conn.execute(sa.select(comparisons.c.batch).where(comparisons.c.study_id == study_id)
+                           .distinct().order_by(comparisons.c.batch)).scalars().all()
+    if not batches:
         raise StudyError("the study has no comparisons")
-    return batch
+    states = annotator_states(conn, study_id, now, lease_seconds)
+    coverage = states[states["counts"]].groupby("batch").size()
+    return min(batches, key=lambda batch: (int(coverage.get(batch, 0)), batch))
 
 
-def register_annotator(engine: sa.Engine, study_id: int, external_id: str, now: float | None = None) -> dict:
-    """Find or create the annotator; refuse one who already took part in another study."""
+def register_annotator(engine: sa.Engine, study_id: int, external_id: str, now: float | None = None,
+                       lease_seconds: float = DEFAULT_LEASE_SECONDS) -> dict:
+    """Find or create the annotator; refuse one who already took part in another study.
+
+    Reading the coverage and claiming a batch is one transaction that holds the write lock (SQLite) or the
+    study's row lock (PostgreSQL and others) from the first read, so people arriving at the same instant, in
+    any number of app processes, are dealt different batches.
+    """
     if not valid_annotator_id(external_id):
         raise StudyError("annotator id must be 1-64 letters, digits or . _ @ -")
-    with engine.begin() as conn:
-        batch = least_covered_batch(conn, study_id)
-    # Insert-or-ignore, then read back: two tabs registering the same id at once end up with one row.
-    insert_ignore(engine, annotators, [{"external_id": external_id, "study_id": study_id, "batch": batch,
-                                        "created_at": time.time() if now is None else now}])
-    with engine.connect() as conn:
-        row = conn.execute(sa.select(annotators).where(annotators.c.external_id == external_id)).mappings().one()
+    now = time.time() if now is None else now
+    find = sa.select(annotators).where(annotators.c.external_id == external_id)
+    with write_transaction(engine) as conn:
+        if conn.dialect.name != "sqlite":  # SQLite's BEGIN IMMEDIATE already serialises every writer
+            conn.execute(sa.select(studies.c.id).where(studies.c.id == study_id).with_for_update())
+        row = conn.execute(find).mappings().first()
+        if row is None:
+            batch = least_covered_batch(conn, study_id, now, lease_seconds)
+            values = {"external_id": external_id, "study_id": study_id, "batch": batch, "created_at": now}
+            if conn.dialect.name in ("sqlite", "postgresql"):
+                # The id may be registered at this moment by another study's transaction: first one wins.
+                module = sqlite_dialect if conn.dialect.name == "sqlite" else postgresql_dialect
+                conn.execute(module.insert(annotators).on_conflict_do_nothing(), values)
+            else:
+                conn.execute(annotators.insert(), values)
+            row = conn.execute(find).mappings().one()
     if row["study_id"] != study_id:
         raise StudyError("this annotator id has already taken part in another study; each person may take part "
                          "in one study only")
@@ -253,21 +440,27 @@ def record_vote(engine: sa.Engine, annotator_id: int, comparison_id: int, questi
     return insert_ignore(engine, votes, [row]) == 1
 
 
-def progress(engine: sa.Engine, study_id: int) -> pd.DataFrame:
-    """Per batch: comparisons, annotators and votes so far (admin page; no names)."""
+def progress(engine: sa.Engine, study_id: int, now: float | None = None,
+             lease_seconds: float = DEFAULT_LEASE_SECONDS) -> pd.DataFrame:
+    """Per batch (admin page and `study info`; no names): comparisons; annotators registered, counting towards
+    coverage and finished; votes cast on each question (one per comparison and annotator when finished)."""
+    now = time.time() if now is None else now
     with engine.connect() as conn:
         items = pd.read_sql(sa.select(comparisons.c.batch, sa.func.count().label("comparisons"))
                             .where(comparisons.c.study_id == study_id).group_by(comparisons.c.batch), conn)
-        people = pd.read_sql(sa.select(annotators.c.batch, sa.func.count().label("annotators"))
-                             .where(annotators.c.study_id == study_id).group_by(annotators.c.batch), conn)
-        cast = (sa.select(comparisons.c.batch, sa.func.count().label("votes"))
-                .select_from(votes.join(comparisons, votes.c.comparison_id == comparisons.c.id))
-                .where(comparisons.c.study_id == study_id).group_by(comparisons.c.batch))
-        counted = pd.read_sql(cast, conn)
-    table = items.merge(people, on="batch", how="left").merge(counted, on="batch", how="left").fillna(0)
-    table[["annotators", "votes"]] = table[["annotators", "votes"]].astype(int)
-    table["votes_needed"] = table["comparisons"] * len(QUESTIONS)
-    return table
+        states = annotator_states(conn, study_id, now, lease_seconds)
+        cast = pd.read_sql(sa.select(comparisons.c.batch, votes.c.question, sa.func.count().label("n"))
+                           .select_from(votes.join(comparisons, votes.c.comparison_id == comparisons.c.id))
+                           .where(comparisons.c.study_id == study_id)
+                           .group_by(comparisons.c.batch, votes.c.question), conn)
+    people = states.groupby("batch").agg(annotators=("id", "size"), counting=("counts", "sum"),
+                                         finished=("finished", "sum")).reset_index()
+    per_question = (cast.pivot(index="batch", columns="question", values="n")
+                    .reindex(columns=list(QUESTIONS)).add_suffix("_votes").reset_index())
+    table = items.merge(people, on="batch", how="left").merge(per_question, on="batch", how="left").fillna(0)
+    numbers = [c for c in table.columns if c != "batch"]
+    table[numbers] = table[numbers].astype(int)
+    return table.sort_values("batch", ignore_index=True)
 
 
 def export_votes(engine: sa.Engine, study_id: int, with_names: bool = True) -> pd.DataFrame:

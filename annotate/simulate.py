@@ -82,10 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 0.0 < args.prefer_first < 1.0:
         raise StudyError("--prefer-first must be strictly between 0 and 1")
-    engine = db.make_engine(args.db)
-    study = db.get_study(engine, args.study)
-    n = simulate(engine, study, args.annotators, args.prefer_first, args.careless, args.prompt_spread,
-                 args.seed, args.prefix)
+    with db.database_errors(args.db):  # a locked, corrupted or unreachable database: one line, exit 2
+        engine = db.make_engine(args.db)
+        study = db.get_study(engine, args.study)
+        n = simulate(engine, study, args.annotators, args.prefer_first, args.careless, args.prompt_spread,
+                     args.seed, args.prefix)
     print(f"recorded {n} votes from {args.annotators} simulated annotators ({args.careless} careless)")
     return 0
 

@@ -30,12 +30,14 @@ import sqlalchemy as sa
 
 from annotate import db
 from annotate.db import StudyError
+from annotate.images import image_problems
 from bench.runfolder import Run, read_runs
 from ladd.cli import OneLineParser, run_cli
 
 PROG = "python -m annotate.study"
 
 PAIR_KEYS = ["suite", "prompt_id", "sample_index"]
+QUESTION_NAMES = {"alignment": "prompt alignment", "quality": "image quality"}
 
 
 # --- pure planning steps ------------------------------------------------------------------------------------
@@ -145,18 +147,37 @@ def build_plan(model: Run, baselines: list[Run], suite: str, samples_per_prompt:
     return add_gold(plan, model_images, gold_per_batch, rng)
 
 
+def verify_images(paths) -> None:
+    """Every image a study would show must decode: one StudyError naming the first that does not."""
+    problems = image_problems("/", [str(Path(p).resolve()) for p in paths])
+    if problems:
+        path, problem = problems[0]
+        raise StudyError(f"{len(problems)} image(s) of the runs cannot be shown, first {path} ({problem}); rerun "
+                         "the bench.run command that made it (it makes damaged or missing images again)")
+
+
 def create_study(engine: sa.Engine, name: str, model: Run, baselines: list[Run], suite: str,
                  samples_per_prompt: int = 4, views: int = 4, batch_size: int = 40, gold_per_batch: int = 2,
                  seed: int = 0) -> dict:
-    """Plan the study and write it in one transaction (all or nothing). Returns a summary."""
+    """Plan the study, decode every image it shows, and write it — schema included — in one transaction (all or
+    nothing, so a kill at any moment leaves the database as it was). Returns a summary; `existed` is True when
+    an identical study of that name was already there (a rerun after a kill that came after the commit)."""
     plan = build_plan(model, baselines, suite, samples_per_prompt, views, batch_size, gold_per_batch, seed)
+    verify_images(pd.concat([plan["left_path"], plan["right_path"]]))
     runs = [model, *baselines]
     root = Path(os.path.commonpath([str(r.dir) for r in runs]))
     config = {"runs": [str(r.dir) for r in runs], "suite": suite, "samples_per_prompt": samples_per_prompt,
               "views": views, "batch_size": batch_size, "gold_per_batch": gold_per_batch, "seed": seed}
-    db.create_schema(engine)
-    with engine.begin() as conn:
-        if conn.execute(sa.select(db.studies.c.id).where(db.studies.c.name == name)).first():
+    summary = {"study": name, "comparisons": int((~plan["is_gold"]).sum()), "gold": int(plan["is_gold"].sum()),
+               "batches": int(plan["batch"].nunique()), "prompts": int(plan["prompt_id"].nunique()),
+               "pairs": len(baselines), "root": str(root)}
+    with db.write_transaction(engine) as conn:
+        db.metadata.create_all(conn)
+        existing = conn.execute(sa.select(db.studies.c.id, db.studies.c.config_json)
+                                .where(db.studies.c.name == name)).first()
+        if existing:
+            if json.loads(existing.config_json) == config:
+                return {**summary, "study_id": existing.id, "existed": True}
             raise StudyError(f"a study named {name!r} already exists in this database; pass another --name")
         study_id = conn.execute(db.studies.insert().values(
             name=name, created_at=time.time(), root=str(root), suite=suite,
@@ -177,10 +198,7 @@ def create_study(engine: sa.Engine, name: str, model: Run, baselines: list[Run],
                  "is_gold": bool(r["is_gold"]), "gold_side": r["gold_side"]}
                 for r in plan.to_dict("records")]
         conn.execute(db.comparisons.insert(), rows)
-    n_batches = int(plan["batch"].nunique())
-    return {"study": name, "study_id": study_id, "comparisons": int((~plan["is_gold"]).sum()),
-            "gold": int(plan["is_gold"].sum()), "batches": n_batches,
-            "prompts": int(plan["prompt_id"].nunique()), "pairs": len(baselines), "root": str(root)}
+    return {**summary, "study_id": study_id, "existed": False}
 
 
 # --- command line -------------------------------------------------------------------------------------------
@@ -203,9 +221,10 @@ def _parser() -> OneLineParser:
     create.add_argument("--seed", type=int, default=0)
     create.add_argument("--name", default="study", help="study name (several studies may share one database)")
     create.add_argument("--db", required=True, help="SQLite file or SQLAlchemy URL")
-    info = commands.add_parser("info", help="print a study's size and progress")
+    info = commands.add_parser("info", help="print a study's size and progress, and any image that went missing")
     info.add_argument("--db", required=True)
     info.add_argument("--study")
+    info.add_argument("--root", help="where the images are now, if not at the study's recorded root")
     export = commands.add_parser("export", help="write all votes (with system names) to .csv or .parquet")
     export.add_argument("--db", required=True)
     export.add_argument("--study")
@@ -223,13 +242,15 @@ def _create(args) -> int:
                         (args.batch_size, "--batch-size")):
         if value < 1:
             raise StudyError(f"{flag} must be at least 1")
+    engine = db.make_engine(args.db, must_exist=False)  # an existing file that is not a study: refused, untouched
     model, *baselines = read_runs(paths)
     suite = args.suite or _only_suite(model)
-    url = db.database_url(args.db)
     if "://" not in args.db:
         Path(args.db).parent.mkdir(parents=True, exist_ok=True)
-    summary = create_study(db.make_engine(url, must_exist=False), args.name, model, baselines, suite,
-                           args.samples_per_prompt, args.views, args.batch_size, args.gold_per_batch, args.seed)
+    summary = create_study(engine, args.name, model, baselines, suite, args.samples_per_prompt, args.views,
+                           args.batch_size, args.gold_per_batch, args.seed)
+    if summary["existed"]:
+        print(f"study {summary['study']!r} is already in {args.db} with these settings; nothing to do")
     print(f"study {summary['study']!r}: {summary['comparisons']} comparisons ({summary['prompts']} prompts x "
           f"{args.views} views x {summary['pairs']} model pairs) + {summary['gold']} gold checks in "
           f"{summary['batches']} batches. Recruit {summary['batches']} annotators (one batch each, both "
@@ -251,10 +272,23 @@ def _info(args) -> int:
     study = db.get_study(engine, args.study)
     table = db.progress(engine, study["id"])
     names = db.study_systems(engine, study["id"])
-    print(f"study {study['name']!r} on suite {study['suite']}, images under {study['root']}")
+    root = args.root or study["root"]
+    print(f"study {study['name']!r} on suite {study['suite']}, images under {root}")
     print("systems: " + ", ".join(f"{r.name} ({r.role})" for r in names.itertuples()))
     print(table.to_string(index=False))
-    print(f"total: {int(table['votes'].sum())} of {int(table['votes_needed'].sum())} votes")
+    counted = " and ".join(f"{int(table[f'{q}_votes'].sum())} on {QUESTION_NAMES[q]}" for q in db.QUESTIONS)
+    print(f"votes: {counted}, from {int(table['annotators'].sum())} annotator(s), {int(table['finished'].sum())} "
+          f"of whom finished their batch (a finished annotator has one vote per question on each comparison of "
+          f"the batch: {int(table['comparisons'].sum())} comparisons in {len(table)} batches); "
+          f"'counting' = finished or active in the last {db.DEFAULT_LEASE_SECONDS / 60:g} min")
+    comparisons = db.study_comparisons(engine, study["id"])
+    problems = image_problems(root, pd.concat([comparisons["left_path"], comparisons["right_path"]]))
+    if problems:
+        path, problem = problems[0]
+        print(f"images: {len(problems)} missing or damaged since the study was created (their items cannot be "
+              f"voted on), first {Path(root) / path} ({problem})")
+    else:
+        print(f"images: all {comparisons[['left_path', 'right_path']].stack().nunique()} decode")
     return 0
 
 
@@ -273,7 +307,8 @@ def _export(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    return {"create": _create, "info": _info, "export": _export}[args.command](args)
+    with db.database_errors(args.db):  # a locked, corrupted or unreachable database: one line, exit 2
+        return {"create": _create, "info": _info, "export": _export}[args.command](args)
 
 
 if __name__ == "__main__":

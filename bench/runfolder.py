@@ -24,6 +24,7 @@ goes through the same writers as `bench.run`.
 from __future__ import annotations
 
 import fcntl
+import io
 import json
 import os
 import time
@@ -310,14 +311,18 @@ def check_not_locked(run_dir: str | Path) -> None:
     handle.close()
 
 
-def decode_problem(path: str | Path) -> str | None:
-    """None when `path` is a complete image that decodes; else what is wrong, in a few words."""
+def decode_problem(path: str | Path | bytes) -> str | None:
+    """None when `path` (a file, or an image file's bytes) is a complete image that decodes; else what is wrong,
+    in a few words."""
     from PIL import Image
 
+    def source():
+        return io.BytesIO(path) if isinstance(path, bytes) else path
+
     try:
-        with Image.open(path) as image:
+        with Image.open(source()) as image:
             image.verify()  # chunk structure and CRCs: finds a PNG cut after its pixel data
-        with Image.open(path) as image:
+        with Image.open(source()) as image:
             image.load()  # full decode: finds damaged pixel data
     except FileNotFoundError:
         return "missing"

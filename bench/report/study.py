@@ -27,12 +27,22 @@ class Study:
 
 
 def load_study(database: str, name: str | None) -> Study:
-    engine = db.make_engine(database)
-    info = db.get_study(engine, name)
-    votes = db.export_votes(engine, info["id"])
-    if votes.empty:
-        raise StudyError(f"study {info['name']!r} has no votes yet (serve annotate/app.py or run annotate.simulate)")
-    return Study(info, votes, db.study_systems(engine, info["id"]), db.study_comparisons(engine, info["id"]))
+    with db.database_errors(database):  # locked, corrupted, unreachable: one line naming the database
+        engine = db.make_engine(database)  # opened read-only until it is known to be a study database
+        info = db.get_study(engine, name)
+        votes = db.export_votes(engine, info["id"])
+        if votes.empty:
+            raise StudyError(f"study {info['name']!r} has no votes yet (serve annotate/app.py or run "
+                             "annotate.simulate)")
+        return Study(info, votes, db.study_systems(engine, info["id"]), db.study_comparisons(engine, info["id"]))
+
+
+PARTI_SUITES = ("parti", "parti128")  # whose categories and challenges are PartiPrompts' own
+
+
+def votes_per_question(votes: pd.DataFrame) -> str:
+    counts = votes["question"].value_counts()
+    return " and ".join(f"{int(counts.get(q, 0))} on {QUESTION_TITLES[q].lower()}" for q in QUESTION_TITLES)
 
 
 def percent_interval(rate: float, low: float, high: float) -> str:
@@ -60,8 +70,9 @@ def human_sections(study: Study, figures: Path, images: Path, options: Options) 
     baselines = study.systems.loc[study.systems["role"] == "baseline", "name"].tolist()
     sections = [Section("Human preference study").text(
         f"Study **{study.info['name']}** on suite `{study.info['suite']}`: model under test **{model}** against "
-        f"{', '.join(baselines)}. {len(votes)} votes from {votes['annotator'].nunique()} annotators; "
-        f"{len(kept)} votes from {kept['annotator'].nunique()} annotators remain after the quality filters. "
+        f"{', '.join(baselines)}. Votes from {votes['annotator'].nunique()} annotators: "
+        f"{votes_per_question(votes)} (each pair is asked both questions); after the quality filters, "
+        f"{votes_per_question(kept)} from {kept['annotator'].nunique()} annotators remain. "
         "Intervals are 95% percentile bootstraps over prompts (votes on one prompt are correlated); the binomial "
         "test treats votes as independent, so near the edge the two can disagree.")]
     sections.append(Section("Quality filters").text(
@@ -78,7 +89,8 @@ def human_sections(study: Study, figures: Path, images: Path, options: Options) 
     sections.append(bradley_terry_section(battles, figures, options))
     for group in ("category", "challenge"):
         if (kept[group] != "").any():
-            sections.append(group_section(battles, model, baselines, group, figures, options))
+            sections.append(group_section(battles, model, baselines, group, figures, options,
+                                          parti=study.info["suite"] in PARTI_SUITES))
     alpha = stats.agreement(battles)
     sections.append(Section("Inter-annotator agreement").text(
         "Krippendorff's alpha (nominal). A unit is one prompt of one model pair and question; its values are the "
@@ -100,22 +112,26 @@ def bradley_terry_section(battles: pd.DataFrame, figures: Path, options: Options
     return section
 
 
-def group_section(battles, model, baselines, group, figures: Path, options: Options) -> Section:
+def group_section(battles, model, baselines, group, figures: Path, options: Options, parti: bool) -> Section:
     table = stats.win_rates(battles[battles[group] != ""], model, baselines, by=[group],
                             n_boot=options.bootstrap, seed=options.seed)
-    return (Section(f"Win rate per Parti {group}").text(
-        f"Few votes per {group}: read the intervals before the point estimates.")
+    return (Section(f"Win rate per {'Parti ' if parti else ''}{group}").text(
+        f"Few votes per {group}: read the intervals before the point estimates. `votes` counts the votes on "
+        "the row's question.")
         .table(display_win_rates(table, [group]))
         .figure(charts.grouped_win_rates(table, group, figures / f"win_rates_by_{group}.png")))
 
 
 def pairs_section(study: Study, kept: pd.DataFrame, images: Path, options: Options) -> Section:
     """A few compared pairs with the votes they got, images copied so the report stands alone."""
-    voted = kept.groupby("comparison").agg(prompt=("prompt", "first"), left=("left_system", "first"),
-                                           right=("right_system", "first"), left_path=("left_path", "first"),
-                                           right_path=("right_path", "first"),
-                                           left_votes=("choice", lambda c: int((c == "left").sum())),
-                                           right_votes=("choice", lambda c: int((c == "right").sum())))
+    sides = kept.assign(**{f"{side}_{question}": (kept["choice"] == side) & (kept["question"] == question)
+                           for side in ("left", "right") for question in QUESTION_TITLES})
+    voted = sides.groupby("comparison").agg(prompt=("prompt", "first"), left=("left_system", "first"),
+                                            right=("right_system", "first"), left_path=("left_path", "first"),
+                                            right_path=("right_path", "first"),
+                                            **{column: (column, "sum") for column in sides.columns
+                                               if column.startswith(("left_", "right_"))
+                                               and column.endswith(tuple(QUESTION_TITLES))})
     chosen = voted.sample(min(options.pairs, len(voted)), random_state=options.seed).sort_index()
     root = Path(options.image_root or study.info["root"])
     cards = []
@@ -128,6 +144,7 @@ def pairs_section(study: Study, kept: pd.DataFrame, images: Path, options: Optio
                 continue
             target = images / f"pair{comparison}_{side}{source.suffix}"
             shutil.copyfile(source, target)
-            pictures.append(Picture(f"{IMAGES_DIR}/{target.name}", [row[side], f"{row[f'{side}_votes']} vote(s)"]))
+            counts = [f"{QUESTION_TITLES[q].lower()}: {int(row[f'{side}_{q}'])} vote(s)" for q in QUESTION_TITLES]
+            pictures.append(Picture(f"{IMAGES_DIR}/{target.name}", [row[side], *counts]))
         cards.append(Card(row["prompt"], pictures))
     return Section("Sample pairs").cards(cards).text(f"{len(chosen)} pairs shown in index.html.")

@@ -6,6 +6,7 @@ to refresh the screenshot kept in docs/.
 """
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -107,5 +108,16 @@ def test_keyboard_vote_in_chromium(served_app, study_db, tmp_path):
         page.reload()  # a refresh resumes at the next unanswered question, from the database
         page.get_by_text("2 of").first.wait_for(timeout=30_000)
         page.get_by_text("Question 1 of 2").wait_for(timeout=30_000)
+
+        # A phone: the two images stay side by side, both fully on screen, with neutral alt text.
+        phone = browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True)
+        phone.goto(f"{served_app}/?annotator=phone1")
+        phone.get_by_text("Question 1 of 2").wait_for(timeout=60_000)
+        images = phone.get_by_role("img", name=re.compile("^(left|right) image$"))
+        images.nth(1).wait_for(timeout=30_000)
+        assert [images.nth(i).get_attribute("alt") for i in range(2)] == ["left image", "right image"]
+        left, right = (images.nth(i).bounding_box() for i in range(2))
+        assert abs(left["y"] - right["y"]) < 2 and left["x"] + left["width"] <= right["x"]  # one row
+        assert right["x"] + right["width"] <= 390 and left["width"] > 100  # both in view, not thumbnails
         browser.close()
     assert screenshot.stat().st_size > 10_000

@@ -63,6 +63,30 @@ def test_study_and_runs(results, capsys):
     assert "figures/win_rates.png" in page and page.count("pairs/pair") >= 2
 
 
+def test_study_wording_names_the_suite_s_groups_and_each_count_s_question(results, tmp_path):
+    out = results / "report"
+    assert main(["--study", str(results / "study.db"), "--out", str(out), *FAST]) == 0
+    summary = (out / "summary.md").read_text()
+    votes = db.export_votes(db.make_engine(str(results / "study.db")), 1)["question"].value_counts()
+    assert (f"{votes['alignment']} on prompt alignment and {votes['quality']} on image quality (each pair is "
+            "asked both questions)") in summary
+    page = (out / "index.html").read_text()
+    assert "prompt alignment: " in page and "image quality: " in page  # sample pairs: votes per question
+
+    # A study on another suite (here DrawBench-style categories): "category", not "Parti category".
+    prompts = fake_prompts(12)
+    runs = [write_fake_run(tmp_path / "other" / name, name, steps, prompts, 2, suite="drawbench", size=8)
+            for name, steps in (("m", 1), ("b", 50))]
+    engine = db.make_engine(str(tmp_path / "other.db"), must_exist=False)
+    model, *baselines = read_runs(runs)
+    create_study(engine, "other", model, baselines, "drawbench", 2, 4, batch_size=12, gold_per_batch=0)
+    simulate(engine, db.get_study(engine), annotators=4, prefer_first=0.8, prompt_spread=0.0, seed=1)
+    other = tmp_path / "other-report"
+    assert main(["--study", str(tmp_path / "other.db"), "--out", str(other), *FAST]) == 0
+    text = (other / "summary.md").read_text()
+    assert "## Win rate per category" in text and "Parti" not in text
+
+
 def test_runs_only_with_scaling_editing_and_inpainting(tmp_path):
     prompts = fake_prompts(4)
     runs = []
