@@ -8,10 +8,11 @@ What is sharded, and how:
   - teacher: the same units. It has no gradient and no optimiser, but the generator step backpropagates through it,
     so each block is all-gathered again in backward (FSDP2's hooks on the block outputs) — also the blocks whose
     output reaches the loss only through a feature hook, because the hook records the block's own output tensor.
-  - heads: sharded too, as one unit: they are ~1% of the student (22.6M parameters at SD3-medium's size), so
-    sharding them saves little, but it puts every trainable tensor under one mechanism (DTensor shards, DCP state
-    dicts that reshard on a different world size, clipping over DTensors); replicated heads would need DDP beside
-    FSDP and a second checkpoint format.
+  - heads: replicated, with torch's DDP as in the DDP path: R1 (`discriminator.r1_weight`) differentiates the
+    heads twice (`torch.autograd.grad(create_graph=True)`), which FSDP2-sharded heads do not survive (a segfault in
+    torch 2.14, measured), and they are small: 1-2% of the student (22.6M parameters with SD3-medium's shapes-world
+    heads, 47M with the paper's), 16 bytes a parameter replicated. Their state goes into the same DCP checkpoint
+    (a replicated tensor is written once and loads on any world size).
 
 What goes through accelerate and what does not: accelerate launches the processes and joins them (gloo on CPU, NCCL
 on GPUs), autocasts, and checkpoints the learning-rate schedules and every process's RNG (`save_state`); the
@@ -29,6 +30,8 @@ hooks (`ladd.features`) ignore the recompute.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
@@ -43,6 +46,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 from torch.distributed.checkpoint.stateful import Stateful
 from torch.distributed.fsdp import MixedPrecisionPolicy, OffloadPolicy, fully_shard
+from torch.nn.parallel import DistributedDataParallel
 
 from ladd.cli import LaddError
 
@@ -107,20 +111,24 @@ def shard_transformer(transformer: SD3Transformer2DModel, policy: MixedPrecision
 
 
 def shard_models(mixed_precision: str, plugin: FullyShardedDataParallelPlugin):
-    """The `shard` step of `ladd.train.assemble_training`: shards (teacher, student, heads) in place, before the
-    optimisers are built over the student's and heads' shards."""
+    """The `shard` step of `ladd.train.assemble_training`: shards the teacher and the student in place, before the
+    optimisers are built over the student's shards. The heads are left whole (`replicate_heads`)."""
     policy = compute_policy(mixed_precision)
 
-    def shard(teacher, student, discriminator) -> None:
+    def shard(teacher, student) -> None:
         shard_transformer(student, policy, plugin.reshard_after_forward, plugin.cpu_offload)
         # the teacher always reshards: the discriminator step runs it without gradient, and nothing would reshard
         # blocks kept gathered for a backward that never comes
         shard_transformer(teacher, policy, True, plugin.cpu_offload)
-        # the heads keep fp32 parameters under autocast, as under DDP (spectral norm's power iteration updates
-        # fp32 buffers from the weight)
-        fully_shard(discriminator, offload_policy=plugin.cpu_offload)
 
     return shard
+
+
+def replicate_heads(discriminator: torch.nn.Module, device: torch.device) -> DistributedDataParallel:
+    """The heads with DDP's gradient all-reduce (fp32 parameters under autocast, as in the DDP path). Wrapping keeps
+    the parameters, so an optimiser built over them stays valid."""
+    discriminator.to(device)
+    return DistributedDataParallel(discriminator, device_ids=[device.index] if device.type == "cuda" else None)
 
 
 def ema_state(ema, student) -> dict[str, torch.Tensor]:
@@ -133,9 +141,9 @@ def ema_state(ema, student) -> dict[str, torch.Tensor]:
 
 
 class ShardedTraining(Stateful):
-    """What DCP saves of a sharded run: the student and heads with their optimisers, and the EMA. Model and
-    optimiser states are keyed by parameter name (torch's state-dict API), so a different world size can load them
-    (DCP reshards)."""
+    """What DCP saves of a sharded run: the student (shards) and the heads (replicated) with their optimisers, and
+    the EMA. Model and optimiser states are keyed by parameter name (torch's state-dict API, which also drops DDP's
+    `module.` prefix), so a different world size can load them (DCP reshards)."""
 
     def __init__(self, student, student_optimizer, heads, heads_optimizer, ema):
         self.student, self.student_optimizer = student, student_optimizer
@@ -173,7 +181,9 @@ def load_sharded(training: ShardedTraining, folder) -> None:
 def read_full_state(folder, entry: str, template: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """One entry ("ema" or "student") of a sharded checkpoint as full tensors, in one process without a process
     group (DCP gathers every process's shards into `template`'s tensors): for sampling and exporting checkpoints."""
-    dcp.load({"training": {entry: template}}, checkpoint_id=folder, no_dist=True)
+    with warnings.catch_warnings():  # DCP warns that it loads in one process, which is the point here
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        dcp.load({"training": {entry: template}}, checkpoint_id=folder, no_dist=True)
     return template
 
 

@@ -16,8 +16,8 @@ target in the generator step; matching-aware fakes and R1 in the discriminator s
 its parameters are frozen and no optimiser holds them.
 
 `distributed` chooses how several processes share the work: DDP (every process holds the whole student, teacher and
-heads; accelerate wraps the student and heads) or FSDP2 (`ladd.sharding`: all three sharded, checkpoints through
-`torch.distributed.checkpoint`). The iteration is the same code either way.
+heads; accelerate wraps the student and heads) or FSDP2 (`ladd.sharding`: student and teacher sharded, the heads
+replicated, checkpoints through `torch.distributed.checkpoint`). The iteration is the same code either way.
 """
 
 from __future__ import annotations
@@ -49,8 +49,8 @@ from ladd.losses import ADVERSARIAL_LOSSES, distillation_loss, mismatch_loss, r1
 from ladd.optim import lr_schedule
 from ladd.pipelines import load_pipeline, pipeline_folder
 from ladd.sampling import read_sampling_defaults
-from ladd.sharding import (ShardedTraining, gather_ema_student, join_process_group, launcher_plugin, shard_models,
-                           use_fsdp)
+from ladd.sharding import (ShardedTraining, gather_ema_student, join_process_group, launcher_plugin, replicate_heads,
+                           shard_models, use_fsdp)
 from ladd.timesteps import StudentTimesteps
 
 PROG = "python -m ladd.train"
@@ -59,9 +59,9 @@ PROG = "python -m ladd.train"
 @dataclass
 class LaddModels:
     teacher: SD3Transformer2DModel  # frozen (sharded in place under FSDP)
-    student: torch.nn.Module  # as prepared by accelerate (wrapped under DDP; sharded in place under FSDP)
+    student: torch.nn.Module  # as prepared by accelerate (wrapped under DDP); sharded in place under FSDP
     features: TeacherFeatures  # hooks on the teacher's blocks
-    discriminator: torch.nn.Module  # the heads, as prepared by accelerate (sharded in place under FSDP)
+    discriminator: torch.nn.Module  # the heads, wrapped for gradient sync (by accelerate, or DDP under FSDP)
     timesteps: StudentTimesteps
     unconditional: tuple[torch.Tensor, torch.Tensor] | None = None  # the empty prompt's embeddings (guided target)
 
@@ -120,8 +120,9 @@ def assemble_training(cfg: LaddConfig, teacher: SD3Transformer2DModel, student: 
                       ) -> tuple[LaddModels, LaddOptimizers]:
     """Feature hooks, heads, timesteps, and both optimisers with their learning-rate schedules, around a teacher and
     a student (plus the empty prompt's embeddings when the distillation target is guided). Models built in memory
-    (`scripts/full_size_cost.py`: random weights at SD3's size) enter here. `shard(teacher, student, heads)`
-    (`ladd.sharding.shard_models`) shards them in place before the optimisers are built over the shards."""
+    (`scripts/full_size_cost.py`: random weights at SD3's size) enter here. `shard(teacher, student)`
+    (`ladd.sharding.shard_models`) shards teacher and student in place before the optimisers are built over the
+    shards."""
     if distill_is_guided(cfg) and unconditional is None:
         raise LaddError("a guided distillation target needs the empty prompt's text embeddings")
     features = TeacherFeatures(teacher, list(cfg.discriminator.blocks) or None)
@@ -130,7 +131,7 @@ def assemble_training(cfg: LaddConfig, teacher: SD3Transformer2DModel, student: 
         student.enable_gradient_checkpointing()
         teacher.enable_gradient_checkpointing()
     if shard is not None:
-        shard(teacher, student, discriminator)
+        shard(teacher, student)
     betas = tuple(cfg.adam_betas)
     opt_g = torch.optim.AdamW(student.parameters(), lr=cfg.student.lr, betas=betas, weight_decay=0.0)
     opt_d = torch.optim.AdamW(discriminator.parameters(), lr=cfg.discriminator.lr, betas=betas, weight_decay=0.0)
@@ -328,8 +329,9 @@ def run_training(cfg: LaddConfig, accelerator, fsdp: bool) -> Path:
                             f"{data_length}; set max_sequence_length in {cfg.data}/plan.json to the synth run's")
         models.unconditional = tuple(u.to(accelerator.device) for u in models.unconditional)
     if fsdp:
-        # the models are sharded in place (ladd.sharding); accelerate keeps the schedules, which its save_state
-        # checkpoints with every process's RNG
+        # teacher and student are sharded in place, the heads replicated (ladd.sharding); accelerate keeps the
+        # schedules, which its save_state checkpoints with every process's RNG
+        models.discriminator = replicate_heads(models.discriminator, accelerator.device)
         optimizers.student_lr, optimizers.discriminator_lr = accelerator.prepare(optimizers.student_lr,
                                                                                  optimizers.discriminator_lr)
         student = models.student

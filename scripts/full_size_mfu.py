@@ -18,8 +18,9 @@ machine"), on SD3-medium's architecture with random weights (scripts/full_size_c
 2. Sampling: images per second of text encoding + denoising (latents out: the decoder is the same for both), the
    teacher at SD3's defaults (50 steps, CFG 7) against the student (4 consistency steps, no guidance), at batch
    1, 4 and 16.
-3. FSDP smoke: `ladd.sharding` on one process (a world of one over NCCL): teacher, student and heads sharded with
-   bf16 parameters over fp32 shards, a few LADD iterations, the EMA of the shards, and the export's gather.
+3. FSDP smoke: `ladd.sharding` on one process (a world of one over NCCL): teacher and student sharded with bf16
+   parameters over fp32 shards, the heads replicated, a few LADD iterations, the EMA of the shards, and the export's
+   gather.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ import ladd.train as ladd_train
 from bench.timing import alternating_medians, plain_iteration
 from ladd.checkpoint import student_pipeline
 from ladd.config import load_config
-from ladd.sharding import gather_ema_student, join_process_group, launcher_plugin, shard_models
+from ladd.sharding import gather_ema_student, join_process_group, launcher_plugin, replicate_heads, shard_models
 from ladd.train import assemble_training, freeze, init_student, ladd_iteration
 
 
@@ -260,7 +261,8 @@ def sampling_throughput(arch: dict, device: str, batches: list[int], repeats: in
                 "student": (student, {**common, "num_inference_steps": 4, "guidance_scale": 0.0})}
     lines = [f"Text encoding + denoising at {arch['resolution']}x{arch['resolution']}, images per second, median of "
              f"{repeats} alternating calls after one warm-up:", "",
-             f"| batch | teacher (50 steps, CFG {arch['guidance']}) | student (4 steps) | speed-up |", "|---|---|---|---|"]
+             f"| batch | teacher (50 steps, CFG {arch['guidance']}) | student (4 steps) | speed-up |",
+             "|---|---|---|---|"]
     prompts = full_size_cost.PROMPTS.read_text().splitlines()
     for n in batches:
         batch = (prompts * n)[:n]
@@ -284,6 +286,7 @@ def fsdp_smoke(arch: dict, device: str, n: int, iterations: int, accelerator, sy
         cfg = ladd_config(n, accelerator.mixed_precision, checkpointing=True)
         shard = shard_models(accelerator.mixed_precision, launcher_plugin())
         models, optimizers = build_ladd(arch, cfg, device, shard=shard)
+        models.discriminator = replicate_heads(models.discriminator, torch.device(device))
         ema = EMAModel(models.student.parameters(), decay=cfg.student.ema_decay)
         batch = on(random_batch(arch, n, device), device)
         seconds, losses = [], []
@@ -304,8 +307,8 @@ def fsdp_smoke(arch: dict, device: str, n: int, iterations: int, accelerator, sy
     finite = all(math.isfinite(x) for pair in losses for x in pair)
     memory = (f", peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB"
               if device.startswith("cuda") else "")
-    return [f"FSDP2 smoke, one process ({backend}): {iterations} LADD iterations at batch {n} with the student, "
-            f"teacher and heads sharded, {statistics.median(seconds[1:] or seconds):.3f} s per iteration after the "
+    return [f"FSDP2 smoke, one process ({backend}): {iterations} LADD iterations at batch {n} with the student and "
+            f"teacher sharded, {statistics.median(seconds[1:] or seconds):.3f} s per iteration after the "
             f"first, losses {'finite' if finite else 'NOT FINITE'} (last G {losses[-1][0]:.4f}, D {losses[-1][1]:.4f})"
             f"{memory}; the EMA student gathered for export: {full_size_cost.parameters(exported)} parameters"
             f"{', some left on the meta device' if meta else ''}."]

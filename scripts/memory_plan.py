@@ -13,8 +13,9 @@ their bf16 casts excluded); the count is linear in tokens (checked at two length
 
 Model of one iteration (`ladd.train.ladd_iteration`), per GPU, b samples per GPU, N GPUs:
   - state kept all iteration: student weights (fp32), AdamW moments (8 bytes a parameter), EMA (fp32), the teacher
-    (fp32), the heads with their AdamW state; under DDP also its gradient buckets (torch's default copy of every
-    gradient), under FSDP all of it divided by N;
+    (fp32), the heads with their AdamW state and DDP's gradient buckets (torch's default copy of every gradient);
+    under DDP the student's buckets too; under FSDP the student's and teacher's parts divided by N (the heads stay
+    replicated: ladd.sharding);
   - three moments, whichever is largest:
     1. the generator step's backward begins: both transformers' kept activations (all of a block's, or with
        checkpointing its fp32 inputs), the feature grids of every hooked block (fp32 copies), the heads'
@@ -188,11 +189,11 @@ def shard(setting: Setting) -> int:
 
 
 def model_state(s: Sizes, setting: Setting) -> float:
-    """What stays all iteration: student weights + AdamW moments (+ EMA), teacher, heads with AdamW state, and
-    under DDP its gradient buckets (a copy of every gradient)."""
+    """What stays all iteration: student weights + AdamW moments (+ EMA) and the teacher, divided under FSDP; the
+    replicated heads with their AdamW state; DDP's gradient buckets (a copy of every gradient it syncs)."""
     student = (4 + 8 + (4 if setting.ema else 0) + (4 if setting.strategy == "ddp" else 0)) * s.student
-    heads = (4 + 8 + (4 if setting.strategy == "ddp" else 0)) * s.heads * setting.head_sets
-    return (student + 4 * s.student + heads) / shard(setting)
+    heads = (4 + 8 + (4 if setting.strategy != "single" else 0)) * s.heads * setting.head_sets
+    return (student + 4 * s.student) / shard(setting) + heads
 
 
 def student_gradients(s: Sizes, setting: Setting) -> float:
