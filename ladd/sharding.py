@@ -1,5 +1,5 @@
-"""FSDP2 for LADD (`distributed = "fsdp"`): the student, the frozen teacher and the discriminator heads sharded with
-PyTorch's `fully_shard`; their state checkpointed with `torch.distributed.checkpoint` (DCP).
+"""FSDP2 for LADD (`distributed = "fsdp"`): the student and the frozen teacher sharded with PyTorch's `fully_shard`,
+the discriminator heads replicated; the run's state checkpointed with `torch.distributed.checkpoint` (DCP).
 
 What is sharded, and how:
   - student: one FSDP unit per transformer block plus the root (embedders, output layer); its fp32 parameters,
@@ -9,8 +9,9 @@ What is sharded, and how:
     so each block is all-gathered again in backward (FSDP2's hooks on the block outputs) — also the blocks whose
     output reaches the loss only through a feature hook, because the hook records the block's own output tensor.
   - heads: replicated, with torch's DDP as in the DDP path: R1 (`discriminator.r1_weight`) differentiates the
-    heads twice (`torch.autograd.grad(create_graph=True)`), which FSDP2-sharded heads do not survive (a segfault in
-    torch 2.14, measured), and they are small: 1-2% of the student (22.6M parameters with SD3-medium's shapes-world
+    heads twice (`torch.autograd.grad(create_graph=True)`), and FSDP2 frees a parameter's gathered storage after the
+    first backward while the graph of the second still holds it (pytorch/pytorch#172543; a segfault with sharded
+    heads here, torch 2.14); and they are small: 1-2% of the student (22.6M parameters with SD3-medium's shapes-world
     heads, 47M with the paper's), 16 bytes a parameter replicated. Their state goes into the same DCP checkpoint
     (a replicated tensor is written once and loads on any world size).
 
@@ -21,7 +22,8 @@ launcher's FSDP settings (`accelerate launch --config_file configs/accelerate/fs
 `reshard_after_forward` and the CPU-offload policy. The sharding calls are torch's because accelerate 1.16
 (a) switches to FSDP only for GPU-class backends — on CPU over gloo its `prepare` wraps the model in DDP instead,
 so the tests could not run its path — and (b) takes one model per `prepare` call under FSDP2 and writes every
-prepared model in `save_state`, which would serialise the frozen teacher into every checkpoint.
+prepared model in `save_state`, which would serialise the frozen teacher into every checkpoint (and, under an FSDP
+launch, it would shard the heads too).
 
 Activation checkpointing is diffusers' own (`gradient_checkpointing = true`): it checkpoints each block by calling
 the block module, so FSDP2's pre-forward hook re-gathers the block's parameters for the recompute, and the feature
