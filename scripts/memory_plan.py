@@ -41,7 +41,6 @@ import argparse
 import functools
 from dataclasses import dataclass
 
-import ladd  # noqa: F401  (before torch: sets OMP_WAIT_POLICY, see ladd/__init__.py)
 import torch
 from diffusers import SD3Transformer2DModel
 
