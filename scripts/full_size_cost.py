@@ -28,7 +28,6 @@ import platform
 import tempfile
 from pathlib import Path
 
-import ladd  # noqa: F401  (before torch: sets OMP_WAIT_POLICY, see ladd/__init__.py)
 import diffusers
 import torch
 import transformers

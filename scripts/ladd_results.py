@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 from unittest import mock
 
-import ladd  # noqa: F401  (before torch: sets OMP_WAIT_POLICY, see ladd/__init__.py)
 import torch
 from accelerate import Accelerator
 
