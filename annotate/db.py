@@ -151,7 +151,8 @@ def _sqlite_problem(label: str, message: str, timeout: float) -> DatabaseProblem
         return DatabaseProblem(f"{label} is locked by another process (waited {timeout:g} s for it); try again "
                                "when that process is done", "the study database is busy")
     if "malformed" in text or "not a database" in text or "corrupt" in text:
-        return DatabaseProblem(f"{label} is corrupted ({text}); restore it from a backup", "the study database is corrupted")
+        return DatabaseProblem(f"{label} is corrupted ({text}); restore it from a backup",
+                               "the study database is corrupted")
     return DatabaseProblem(f"{label} cannot be read ({text})", "the study database cannot be read")
 
 
@@ -164,7 +165,8 @@ def problem_from(error: Exception, db: str, timeout: float | None = None) -> Dat
     if isinstance(original, sqlite3.Error):
         return _sqlite_problem(label, first_line, timeout)
     if isinstance(error, (sa.exc.OperationalError, sa.exc.InterfaceError)):
-        return DatabaseProblem(f"cannot use the study database {label} ({first_line})", "the study database cannot be reached")
+        return DatabaseProblem(f"cannot use the study database {label} ({first_line})",
+                               "the study database cannot be reached")
     return DatabaseProblem(f"the study database {label} failed ({first_line})", "the study database failed")
 
 

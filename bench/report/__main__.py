@@ -6,10 +6,10 @@
 
 Human study: win rate of the model under test against each baseline, per question (prompt alignment, image
 quality), with 95% intervals from a bootstrap over prompts and an exact binomial test; Bradley–Terry ratings with
-bootstrap intervals; the same per category and challenge (Parti's, on Parti suites); Krippendorff's alpha; what each annotator-quality
-filter removed; sample pairs. Runs: metric tables per suite, CLIP score per category, a scaling plot (runs tagged
-student_depth / teacher_depth / generator_depth), an editing trade-off plot (runs tagged image_guidance) and an
-inpainting FID/LPIPS table, when such runs exist.
+bootstrap intervals; the same per category and challenge (Parti's, on Parti suites); Krippendorff's alpha; what
+each annotator-quality filter removed; sample pairs. Runs: metric tables per suite, CLIP score per category, a
+scaling plot (runs tagged student_depth / teacher_depth / generator_depth), an editing trade-off plot (runs tagged
+image_guidance) and an inpainting FID/LPIPS table, when such runs exist.
 
 Writes index.html (charts, tables, sample images) and summary.md into --out. Inputs are checked before anything is
 written, and the report is assembled in a temporary folder first, so a failed run never damages an existing

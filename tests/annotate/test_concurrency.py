@@ -13,8 +13,6 @@ import time
 import zlib
 from collections import Counter
 
-import pytest
-
 from annotate import db
 from annotate.study import create_study
 from bench.runfolder import fake_prompts, read_runs, write_fake_run

@@ -137,7 +137,7 @@ def test_info_counts_votes_per_question_and_reports_missing_images(study_db, tmp
     gone = Path(study["root"]) / items["left_path"].iloc[1]
     gone.unlink()
     done = command("annotate.study", "info", "--db", study_db)
-    assert f"images: 1 missing or damaged since the study was created" in done.stdout
+    assert "images: 1 missing or damaged since the study was created" in done.stdout
     assert f"first {gone} (missing)" in done.stdout
 
 
