@@ -54,7 +54,7 @@ def resolve_call_kwargs(pipe, defaults: dict, steps: int | None = None, guidance
     if guidance is not None:
         kwargs["guidance_scale"] = float(guidance)
     if steps is not None:
-        if pipe.scheduler.config.get("stochastic_sampling"):
+        if getattr(getattr(pipe, "scheduler", None), "config", {}).get("stochastic_sampling"):
             from ladd.sampling import consistency_scheduler
             from ladd.timesteps import StudentTimesteps
 
@@ -71,7 +71,8 @@ def resolve_call_kwargs(pipe, defaults: dict, steps: int | None = None, guidance
             kwargs.pop("sigmas", None)
         kwargs["num_inference_steps"] = int(steps)
     accepted = call_parameters(pipe)
-    unknown = [k for k in kwargs if k not in accepted]
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
+    unknown = [k for k in kwargs if k not in accepted and not takes_any]
     if unknown:
         raise BenchError(f"{type(pipe).__name__} does not accept sampling default(s) {', '.join(unknown)}")
     return kwargs
@@ -129,8 +130,9 @@ def plan_images(suites: list[pd.DataFrame], *, samples_per_prompt: int, seed: in
                 if task != TEXT_TO_IMAGE:
                     row["source_file"] = row.pop("source_path")
                     row["source_path"] = f"{SOURCES_DIR}/{suite}/{prompt_id}_{width}x{height}.png"
-                if task == INPAINTING:
-                    row["mask_policy"] = mask_policy_for(prompt_id, image_seed, mask_policy)
+                if task == INPAINTING:  # a suite may fix each row's policy (shapes-inpaint), else --mask-policy
+                    row["mask_request"] = record.get("mask_policy") or mask_policy
+                    row["mask_policy"] = mask_policy_for(prompt_id, image_seed, row["mask_request"])
                     row["mask_path"] = f"{MASKS_DIR}/{suite}/{prompt_id}_{k}.png"
                     row["target_prompt"] = record["prompt"]
                 rows.append(row)
@@ -176,7 +178,8 @@ def prepare_source(row: dict, run_dir: Path) -> Image.Image:
 
 
 def prepare_mask(row: dict, run_dir: Path, policy: str) -> Image.Image:
-    mask, drawn = make_mask(str(row["prompt_id"]), int(row["seed"]), int(row["width"]), int(row["height"]), policy)
+    mask, drawn = make_mask(str(row["prompt_id"]), int(row["seed"]), int(row["width"]), int(row["height"]),
+                            row.get("mask_request") or policy)
     assert drawn == row["mask_policy"], "mask policy changed between planning and drawing"
     image = mask_image(mask)
     save_image(image, run_dir / row["mask_path"])
@@ -184,17 +187,57 @@ def prepare_mask(row: dict, run_dir: Path, policy: str) -> Image.Image:
 
 
 def task_pipeline(pipe, task: str):
-    """The pipeline for a task: an inpainting / image-to-image variant of a text-to-image model when needed."""
+    """The pipeline for a task: an inpainting / image-to-image variant of a text-to-image model when needed. A model
+    that cannot run the task is a BenchError, before any image is made."""
     accepted = call_parameters(pipe)
+    if task == TEXT_TO_IMAGE:
+        if "mask_image" in accepted or "image" in accepted:
+            raise BenchError(f"{type(pipe).__name__} needs an input image: it cannot make images from text alone")
+        return pipe
     if task == INPAINTING and "mask_image" not in accepted:
         from diffusers import AutoPipelineForInpainting
 
-        return AutoPipelineForInpainting.from_pipe(pipe)
+        try:
+            pipe = AutoPipelineForInpainting.from_pipe(pipe)
+        except (ValueError, KeyError) as error:
+            raise BenchError(f"{type(pipe).__name__} has no inpainting variant ({error})") from None
+        pipe.set_progress_bar_config(disable=True)  # bench.run shows one bar over all images
+        channels = getattr(getattr(getattr(pipe, "transformer", None), "config", None), "in_channels", None)
+        if type(pipe).__name__ == "StableDiffusion3InpaintPipeline" and channels not in (16, 33):
+            raise BenchError(f"diffusers' StableDiffusion3InpaintPipeline takes 16- or 33-channel transformers, this "
+                             f"model's has {channels}: it cannot inpaint (an inpainting model, e.g. shapes-sd3-inpaint, "
+                             f"can)")
+        return pipe
     if task == EDITING and "image" not in accepted:
         from diffusers import AutoPipelineForImage2Image
 
-        return AutoPipelineForImage2Image.from_pipe(pipe)
+        try:
+            pipe = AutoPipelineForImage2Image.from_pipe(pipe)
+        except (ValueError, KeyError) as error:
+            raise BenchError(f"{type(pipe).__name__} has no image-to-image variant ({error})") from None
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+    if task == EDITING and "mask_image" in accepted:
+        raise BenchError(f"{type(pipe).__name__} inpaints; it does not edit")
     return pipe
+
+
+def task_kwargs(pipe, task: str, options: dict) -> dict:
+    """The call arguments of a task's options (`--strength`, `--image-guidance`) for its pipeline; one the
+    pipeline does not take is a BenchError."""
+    accepted = call_parameters(pipe)
+    given = {k: v for k, v in options.items() if v is not None}
+    unknown = [k for k in given if k not in accepted]
+    if unknown and task != TEXT_TO_IMAGE:
+        flags = {"strength": "--strength", "image_guidance_scale": "--image-guidance"}
+        raise BenchError(f"{type(pipe).__name__} ({task}) takes no {', '.join(flags.get(k, k) for k in unknown)}")
+    return {} if task == TEXT_TO_IMAGE else given
+
+
+def uses_instructions(pipe) -> bool:
+    """Instruction editors (InstructPix2Pix, `ladd.edit_pipeline`) are guided over the image too, and read the
+    edit's instruction; other image-to-image pipelines (SDEdit) read the target caption."""
+    return "image_guidance_scale" in call_parameters(pipe)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -212,7 +255,8 @@ def seed_global_rng(seed: int) -> None:
         torch.cuda.manual_seed_all(seed)
 
 
-def run_batch(pipe, rows: list[dict], call_kwargs: dict, run_dir: Path, mask_policy: str) -> list[Image.Image]:
+def run_batch(pipe, rows: list[dict], call_kwargs: dict, run_dir: Path, mask_policy: str,
+              extra: dict | None = None) -> list[Image.Image]:
     """One pipeline call for one batch (plan rows of one task and size); returns its images in batch order."""
     task, width, height = rows[0]["task"], int(rows[0]["width"]), int(rows[0]["height"])
     seeds = [int(r["seed"]) for r in rows]
@@ -221,10 +265,14 @@ def run_batch(pipe, rows: list[dict], call_kwargs: dict, run_dir: Path, mask_pol
                   generator=[torch.Generator("cpu").manual_seed(s) for s in seeds])
     if task == INPAINTING:
         kwargs.update(image=[prepare_source(r, run_dir) for r in rows],
-                      mask_image=[prepare_mask(r, run_dir, mask_policy) for r in rows],
-                      strength=1.0)  # the masked region starts from pure noise
+                      mask_image=[prepare_mask(r, run_dir, mask_policy) for r in rows])
+        if "strength" in call_parameters(pipe):
+            kwargs["strength"] = 1.0  # an SDEdit-style pipeline: the masked region starts from pure noise
     elif task == EDITING:
         kwargs["image"] = [prepare_source(r, run_dir) for r in rows]
+        if uses_instructions(pipe) and all(r.get("instruction") for r in rows):
+            kwargs["prompt"] = [r["instruction"] for r in rows]
+    kwargs.update(extra or {})
     # Stochastic schedulers draw renoise noise from the global RNG (see the module docstring).
     seed_global_rng(stable_seed("renoise", *seeds))
     images = pipe(**kwargs).images
@@ -233,7 +281,7 @@ def run_batch(pipe, rows: list[dict], call_kwargs: dict, run_dir: Path, mask_pol
     return images
 
 
-MANIFEST_FIELDS_DROPPED = ("task", "source_file")
+MANIFEST_FIELDS_DROPPED = ("task", "source_file", "mask_request")
 
 
 def manifest_row(row: dict, image: Image.Image, seconds: float, process_index: int) -> dict:
@@ -255,16 +303,26 @@ def quiet_library_warnings() -> None:
     transformers.utils.logging.set_verbosity_error()
 
 
+def prepare_tasks(pipe, tasks, options: dict | None = None) -> dict[str, tuple]:
+    """{task: (its pipeline, its option arguments)} for every task a run has, checked before any image is made."""
+    prepared = {}
+    for task in tasks:
+        task_pipe = task_pipeline(pipe, task)
+        prepared[task] = (task_pipe, task_kwargs(task_pipe, task, options or {}))
+    return prepared
+
+
 def generate(pipe, batches: list[pd.DataFrame], run_dir: str | Path, call_kwargs: dict, journal: Journal,
-             mask_policy: str = "mixed", progress: bool = True) -> int:
-    """Make every missing image of `batches`; returns how many were written."""
+             mask_policy: str = "mixed", progress: bool = True, prepared: dict | None = None) -> int:
+    """Make every missing image of `batches` (with `prepare_tasks`' pipelines, when given); returns how many were
+    written."""
     from tqdm.auto import tqdm
 
     run_dir = Path(run_dir)
     quiet_library_warnings()
     todo = [(batch, missing_mask(batch, run_dir)) for batch in batches]
     todo = [(batch, missing) for batch, missing in todo if missing.any()]
-    pipelines = {}
+    pipelines = dict(prepared or {})
     written = 0
     bar = tqdm(total=int(sum(m.sum() for _, m in todo)), unit="img", disable=not progress, desc="generating")
     writer = BatchWriter(journal)
@@ -273,9 +331,10 @@ def generate(pipe, batches: list[pd.DataFrame], run_dir: str | Path, call_kwargs
             records = batch.to_dict("records")
             task = records[0]["task"]
             if task not in pipelines:
-                pipelines[task] = task_pipeline(pipe, task)
+                pipelines[task] = (task_pipeline(pipe, task), {})
+            task_pipe, extra = pipelines[task]
             start = time.perf_counter()
-            images = run_batch(pipelines[task], records, call_kwargs, run_dir, mask_policy)
+            images = run_batch(task_pipe, records, call_kwargs, run_dir, mask_policy, extra)
             seconds = time.perf_counter() - start
             rows = [row for row, needed in zip(records, missing) if needed]
             kept = [image for image, needed in zip(images, missing) if needed]

@@ -186,3 +186,50 @@ class ShapesAccuracy(_MeanOfSamples):
 
     def check_scores(self) -> torch.Tensor:
         return dim_zero_cat(self.partial) if self.partial else torch.zeros(0, dtype=torch.float64)
+
+
+class CLIPImageDistance(_MeanOfSamples):
+    """1 - cos(E_I(a), E_I(b)) per image pair: a perceptual distance in a CLIP's image space. The shapes world's
+    stand-in for LPIPS, whose AlexNet weights are not on disk here (docs/bench.md); lower is closer."""
+
+    higher_is_better = False
+
+    def __init__(self, backbone: CLIPBackbone, **kwargs):
+        super().__init__(**kwargs)
+        self.backbone = backbone
+
+    def update(self, images: list[Image.Image], references: list[Image.Image]) -> None:
+        _check_lengths(images, references)
+        self._append(1 - _cosine(self.backbone.encode_images(images), self.backbone.encode_images(references)))
+
+
+class ShapesEditAccuracy(_MeanOfSamples):
+    """Exact edit scores in the shapes edit world (`ladd.shapes.edits.evaluate_edit`): per image, whether the edit
+    is right (the target caption's checks) and whether everything else was kept (untouched objects in place, PSNR
+    outside the edit region); the metric's value is the share of images with both."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.add_state("edit", default=[], dist_reduce_fx="cat")
+        self.add_state("kept", default=[], dist_reduce_fx="cat")
+        self.add_state("psnr", default=[], dist_reduce_fx="cat")
+
+    def update(self, sources: list[Image.Image], edited: list[Image.Image], edits: list) -> None:
+        from ladd.shapes.edits import evaluate_edit
+
+        _check_lengths(sources, edited, edits)
+        results = [evaluate_edit(image, source, edit) for source, image, edit in zip(sources, edited, edits)]
+        self._append(torch.tensor([float(r.correct) for r in results]))
+        self.edit.append(torch.tensor([float(r.edit_correct) for r in results], dtype=torch.float64))
+        self.kept.append(torch.tensor([float(r.preserved) for r in results], dtype=torch.float64))
+        self.psnr.append(torch.tensor([min(r.psnr, 100.0) for r in results], dtype=torch.float64))  # inf: identical
+
+    def edit_scores(self) -> torch.Tensor:
+        return dim_zero_cat(self.edit) if self.edit else torch.zeros(0, dtype=torch.float64)
+
+    def preservation_scores(self) -> torch.Tensor:
+        return dim_zero_cat(self.kept) if self.kept else torch.zeros(0, dtype=torch.float64)
+
+    def psnr_values(self) -> torch.Tensor:
+        return dim_zero_cat(self.psnr) if self.psnr else torch.zeros(0, dtype=torch.float64)
+

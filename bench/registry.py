@@ -8,6 +8,7 @@ the download fails (gated licence, no login, no network), the run stops with one
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -100,6 +101,18 @@ HUB_MODELS = [
               {"num_inference_steps": 4, "guidance_scale": 0.0, "max_sequence_length": 256, **_sd_size(1024)},
               pipeline="FluxPipeline", cuda_dtype="bfloat16", licence="apache-2.0",
               note="FLUX.1 [schnell], timestep-distilled (LADD) 12B rectified flow transformer"),
+    ModelSpec("instruct-pix2pix", "hub", "timbrooks/instruct-pix2pix",
+              {"num_inference_steps": 20, "guidance_scale": 7.5, "image_guidance_scale": 1.5, **_sd_size(512)},
+              pipeline="StableDiffusionInstructPix2PixPipeline", licence="mit",
+              note="InstructPix2Pix (SD1.5): the instruction editor the paper's SD3-edit follows (Fig. 13)"),
+    ModelSpec("sd15-inpainting", "hub", "stable-diffusion-v1-5/stable-diffusion-inpainting",
+              {"num_inference_steps": 50, "guidance_scale": 7.5, **_sd_size(512)},
+              pipeline="StableDiffusionInpaintPipeline", licence="creativeml-openrail-m",
+              note="SD1.5 inpainting (9-channel UNet): the paper's diffusion baseline in Fig. 13"),
+    ModelSpec("sdxl-inpainting", "hub", "diffusers/stable-diffusion-xl-1.0-inpainting-0.1",
+              {"num_inference_steps": 30, "guidance_scale": 8.0, **_sd_size(1024)},
+              pipeline="StableDiffusionXLInpaintPipeline", variant="fp16", licence="openrail++",
+              note="SDXL inpainting 0.1 (9-channel UNet)"),
     ModelSpec("pixart-sigma", "hub", "PixArt-alpha/PixArt-Sigma-XL-2-1024-MS",
               {"num_inference_steps": 20, "guidance_scale": 4.5, **_sd_size(1024)},
               pipeline="PixArtSigmaPipeline", licence="openrail++", note="PixArt-Σ XL 1024"),
@@ -112,6 +125,15 @@ HUB_MODELS = [
 SHAPES_MODELS = {
     "shapes-turbo": ("models/shapes-turbo", "the shapes world's LADD student (4 steps, no guidance)"),
     "shapes-sd3": ("models/shapes-sd3", "the shapes world's teacher (SD3 architecture, 50 steps, CFG)"),
+    "shapes-sd3-edit": ("models/shapes-sd3-edit", "the shapes world's edit teacher (nested CFG over image and text)"),
+    "shapes-sd3-inpaint": ("models/shapes-sd3-inpaint", "the shapes world's inpainting teacher (channel-concat)"),
+    "shapes-edit-turbo": ("models/shapes-edit-turbo", "the shapes world's LADD edit student"),
+    "shapes-inpaint-turbo": ("models/shapes-inpaint-turbo", "the shapes world's LADD inpainting student"),
+}
+# Classical inpainting (OpenCV, no weights): the shapes table's stand-in for LaMa (bench.classical).
+CLASSICAL_MODELS = {
+    "opencv-telea": ("telea", "OpenCV's fast-marching inpainting (Telea 2004): fills a hole from its border"),
+    "opencv-ns": ("ns", "OpenCV's Navier-Stokes inpainting (Bertalmio et al. 2001)"),
 }
 DEFAULT_MODELS = ("shapes-turbo", "shapes-sd3")  # the embedded default: the student if present, else the teacher
 
@@ -134,10 +156,19 @@ def default_model() -> str:
                            f"update your checkout), or pass --model NAME|PATH")
 
 
+def classical_spec(name: str) -> ModelSpec:
+    method, note = CLASSICAL_MODELS[name]
+    return ModelSpec(name, "classical", method, {"num_inference_steps": 0, "width": 64, "height": 64}, note=note,
+                     batch_size=64)
+
+
 def resolve_model(model: str) -> ModelSpec:
-    """A registry name, a shapes-zoo name, a LADD checkpoint folder or a pipeline folder → its spec."""
+    """A registry name, a shapes-zoo name, a classical baseline, a LADD checkpoint folder or a pipeline folder →
+    its spec."""
     if model in REGISTRY:
         return REGISTRY[model]
+    if model in CLASSICAL_MODELS:
+        return classical_spec(model)
     if model in SHAPES_MODELS:
         spec = shapes_spec(model)
         if not (Path(spec.source) / "model_index.json").is_file():
@@ -185,6 +216,8 @@ def unavailable_message(spec: ModelSpec, reason: str) -> str:
 
 def is_available(spec: ModelSpec) -> bool:
     """Whether a model can load without the network (used by --list-models)."""
+    if spec.kind == "classical":
+        return True
     if spec.kind != "hub":
         return Path(spec.source).is_dir()
     return not missing_hub_files(spec)
@@ -260,30 +293,57 @@ def short_reason(error: BaseException, limit: int = 160) -> str:
 
 
 def load_model(spec: ModelSpec, device="cpu"):
-    """Load the pipeline behind `spec` onto `device`; hub failures become one `ModelUnavailable` line."""
+    """Load the pipeline behind `spec` onto `device`; hub failures become one `ModelUnavailable` line. The
+    libraries' loading bars stay off: bench.run shows one bar over all images, and an error is its only line."""
     check_available(spec)
+    if spec.kind == "classical":
+        from bench.classical import ClassicalInpainting
+
+        return ClassicalInpainting(spec.source)
+    with quiet_loading():
+        pipe = _load_pipeline(spec, device)
+    pipe.set_progress_bar_config(disable=True)  # bench.run shows one progress bar over all images
+    return pipe.to(device)
+
+
+@contextlib.contextmanager
+def quiet_loading():
+    """diffusers' and transformers' loading progress bars off for the block, restored after."""
+    import diffusers
+    import transformers
+
+    libraries = (diffusers.utils.logging, transformers.utils.logging)
+    enabled = [lib.is_progress_bar_enabled() for lib in libraries]
+    for lib in libraries:
+        lib.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for lib, was in zip(libraries, enabled):
+            if was:
+                lib.enable_progress_bar()
+
+
+def _load_pipeline(spec: ModelSpec, device):
     if spec.kind == "checkpoint":
         from ladd.checkpoint import load_student_pipeline  # provided by the training code; imported only when used
 
-        pipe = load_student_pipeline(spec.source)
-    elif spec.kind == "folder":
+        return load_student_pipeline(spec.source)
+    if spec.kind == "folder":
         from ladd.pipelines import load_pipeline
 
-        pipe = load_pipeline(spec.source)
-    else:
-        import diffusers
+        return load_pipeline(spec.source)
+    import diffusers
 
-        # diffusers logs its own "Couldn't connect to the Hub" lines; the failure is reported once, below.
-        previous = diffusers.utils.logging.get_verbosity()
-        diffusers.utils.logging.set_verbosity_error()
-        try:
-            pipe = _load_hub_pipeline(spec, device)
-        except _hub_error_types() as error:
-            raise ModelUnavailable(unavailable_message(spec, short_reason(error))) from None
-        finally:
-            diffusers.utils.logging.set_verbosity(previous)
-    pipe.set_progress_bar_config(disable=True)  # bench.run shows one progress bar over all images
-    return pipe.to(device)
+    # diffusers logs its own "Couldn't connect to the Hub" lines; the failure is reported once, below.
+    previous = diffusers.utils.logging.get_verbosity()
+    diffusers.utils.logging.set_verbosity_error()
+    try:
+        return _load_hub_pipeline(spec, device)
+    except _hub_error_types() as error:
+        raise ModelUnavailable(unavailable_message(spec, short_reason(error))) from None
+    finally:
+        diffusers.utils.logging.set_verbosity(previous)
 
 
 def checkpoint_info(spec: ModelSpec) -> dict:
@@ -326,7 +386,7 @@ def format_table(rows: list[dict]) -> str:
 
 def list_models() -> str:
     """The `--list-models` text: every registry entry with its defaults and whether it is on disk."""
-    specs = [shapes_spec(name) for name in SHAPES_MODELS] + HUB_MODELS
+    specs = [shapes_spec(name) for name in SHAPES_MODELS] + [classical_spec(n) for n in CLASSICAL_MODELS] + HUB_MODELS
     rows, notes = [], []
     for spec in specs:
         d = spec.defaults

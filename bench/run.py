@@ -23,15 +23,15 @@ from ladd.cli import OneLineParser, run_cli
 PROG = "python -m bench.run"
 
 
-def _number(kind: type, minimum: float, description: str):
-    """An argparse type: `kind(text)` that is at least `minimum`, else a one-line error naming what was expected."""
+def _number(kind: type, minimum: float, description: str, maximum: float = float("inf")):
+    """An argparse type: `kind(text)` within [minimum, maximum], else a one-line error naming what was expected."""
 
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
             value = None
-        if value is None or not value >= minimum:
+        if value is None or not minimum <= value <= maximum:
             raise argparse.ArgumentTypeError(f"expected {description}, got {text!r}")
         return value
 
@@ -41,6 +41,7 @@ def _number(kind: type, minimum: float, description: str):
 _positive_int = _number(int, 1, "a positive integer")
 _non_negative_int = _number(int, 0, "a non-negative integer")
 _non_negative_float = _number(float, 0.0, "a non-negative number")
+_unit_float = _number(float, 1e-6, "a number in (0, 1]", maximum=1.0)
 
 
 def _tag(text: str) -> tuple[str, object]:
@@ -67,6 +68,12 @@ def build_parser() -> OneLineParser:
     parser.add_argument("--samples-per-prompt", type=_positive_int, default=1, metavar="K")
     parser.add_argument("--steps", type=_positive_int, help="sampling steps (default: the model's)")
     parser.add_argument("--guidance", type=_non_negative_float, help="text guidance scale (default: the model's)")
+    parser.add_argument("--image-guidance", type=_non_negative_float, metavar="S",
+                        help="editing suites, instruction editors: the image guidance scale (default: the model's); "
+                             "recorded as tag image_guidance")
+    parser.add_argument("--strength", type=_unit_float, metavar="S",
+                        help="editing suites, text-to-image models editing by SDEdit: how much of the source is "
+                             "noised, 0-1 (default: the pipeline's); recorded as tag strength")
     parser.add_argument("--seed", type=_non_negative_int, default=0, help="base seed of every image seed (default 0)")
     parser.add_argument("--batch-size", type=_positive_int, help="images per pipeline call (default: the model's)")
     parser.add_argument("--out", help="run folder (default: results/<model>-<suites>[-<overrides>])")
@@ -123,10 +130,12 @@ def run_identity(spec, args, batch_size: int) -> dict:
     """The settings that decide every image; a run folder only resumes under the same identity."""
     return {
         "model_source": spec.source,
-        "model_fingerprint": folder_fingerprint(spec.source) if spec.kind != "hub" else None,
+        "model_fingerprint": folder_fingerprint(spec.source) if spec.kind in ("folder", "checkpoint") else None,
         "defaults": spec.defaults,
         "steps": args.steps,
         "guidance": args.guidance,
+        "image_guidance": args.image_guidance,
+        "strength": args.strength,
         "seed": args.seed,
         "batch_size": batch_size,  # a stochastic sampler's renoise noise is drawn per batch
         "mask_policy": args.mask_policy,
@@ -148,17 +157,29 @@ def check_resumable(out: Path, identity: dict) -> None:
 def default_out(spec, suites: list[str], args) -> Path:
     from ladd.paths import RESULTS_DIR
 
-    label = spec.name if spec.kind == "hub" or spec.name in ("shapes-turbo", "shapes-sd3") else Path(spec.source).name
+    from bench.registry import SHAPES_MODELS
+
+    label = spec.name if spec.kind in ("hub", "classical") or spec.name in SHAPES_MODELS else Path(spec.source).name
     parts = [label, "+".join(suites)]
     if args.steps is not None:
         parts.append(f"{args.steps}step")
     if args.guidance is not None:
         parts.append(f"g{args.guidance:g}")
+    if args.image_guidance is not None:
+        parts.append(f"ig{args.image_guidance:g}")
+    if args.strength is not None:
+        parts.append(f"s{args.strength:g}")
     if args.seed:
         parts.append(f"seed{args.seed}")
     if args.vae:
         parts.append(f"vae-{Path(args.vae).resolve().name}")
     return RESULTS_DIR / "-".join(parts)
+
+
+def option_tags(args) -> dict:
+    """Sweep values the report's image-to-image figures read (Fig. 13): image guidance and SDEdit strength."""
+    tags = {"image_guidance": args.image_guidance, "strength": args.strength}
+    return {k: v for k, v in tags.items() if v is not None}
 
 
 def process_state():
@@ -238,7 +259,7 @@ def make_run(args, argv, spec, suites, frames, out: Path, batch_size: int, ident
     """Load the model, plan the run, and under the folder's lock generate this process's share, then merge and
     score on the main process."""
     from bench.generate import (default_size, effective_guidance, effective_steps, generate, make_batches,
-                                plan_images, recovered_rows, resolve_call_kwargs, shard_batches)
+                                plan_images, prepare_tasks, recovered_rows, resolve_call_kwargs, shard_batches)
     from bench.registry import checkpoint_info, checkpoint_tags, load_model
     from bench.runfolder import Journal, lock_run_folder, merge_manifest, remove_damaged, remove_temporaries
 
@@ -252,13 +273,15 @@ def make_run(args, argv, spec, suites, frames, out: Path, batch_size: int, ident
             raise BenchError(str(error)) from None
     from ladd.sampling import read_student_timesteps
 
-    timesteps = read_student_timesteps(spec.source) if spec.kind != "hub" else None
+    timesteps = read_student_timesteps(spec.source) if spec.kind in ("folder", "checkpoint") else None
     call_kwargs = resolve_call_kwargs(pipe, spec.defaults, args.steps, args.guidance, timesteps)
     steps, guidance = effective_steps(pipe, call_kwargs), effective_guidance(pipe, call_kwargs)
     size = default_size(pipe, call_kwargs)
     plan = plan_images(frames, samples_per_prompt=args.samples_per_prompt, seed=args.seed, size=size,
                        model=spec.name, steps=steps, guidance=guidance, mask_policy=args.mask_policy)
     batches = make_batches(plan, batch_size)
+    options = {"strength": args.strength, "image_guidance_scale": args.image_guidance}
+    prepared = prepare_tasks(pipe, list(dict.fromkeys(plan["task"])), options)  # a task the model cannot run: 2
 
     # One writer per run folder: the main process holds the lock until it is done (the OS frees it if the process
     # dies); the other processes of an accelerate launch are its shards and write only after its barrier. Taken
@@ -292,10 +315,11 @@ def make_run(args, argv, spec, suites, frames, out: Path, batch_size: int, ident
                 "default_size": list(size),
                 "call_kwargs": call_kwargs,
                 "pipeline": type(pipe).__name__,
-                "vae": {"class": type(pipe.vae).__name__,
+                "vae": {"class": type(getattr(pipe, "vae", None)).__name__,
                         "source": str(Path(args.vae).resolve()) if args.vae else None},
-                "scheduler": {"class": type(pipe.scheduler).__name__, **dict(pipe.scheduler.config)},
-                "tags": {**previous.get("tags", {}), **checkpoint_tags(spec), **dict(args.tag)},
+                "scheduler": {"class": type(getattr(pipe, "scheduler", None)).__name__,
+                              **dict(getattr(getattr(pipe, "scheduler", None), "config", {}) or {})},
+                "tags": {**previous.get("tags", {}), **checkpoint_tags(spec), **option_tags(args), **dict(args.tag)},
                 "checkpoint": checkpoint_info(spec) or None,
                 "identity": identity,
                 "num_processes": state.num_processes,
@@ -306,7 +330,8 @@ def make_run(args, argv, spec, suites, frames, out: Path, batch_size: int, ident
 
         mine = shard_batches(batches, state.process_index, state.num_processes)
         journal = Journal(out, state.process_index)
-        generate(pipe, mine, out, call_kwargs, journal, args.mask_policy, progress=state.is_main_process)
+        generate(pipe, mine, out, call_kwargs, journal, args.mask_policy, progress=state.is_main_process,
+                 prepared=prepared)
         state.wait_for_everyone()
         if not state.is_main_process:
             return 0

@@ -7,7 +7,9 @@ Which metrics a suite gets follows its task:
 | text-to-image | drawbench, parti128, parti, custom | `clip_score` |
 | text-to-image, shapes world | shapes, shapes-val | `accuracy`, `clip_score` (shapes CLIP), `fd_clip` vs ground-truth renders (overall only) |
 | editing | pie-bench | `clip_image_similarity`, `clip_direction_similarity` (per edit type) |
+| editing, shapes world | shapes-edit | `edit_accuracy`, `preservation`, `accuracy` (both), `psnr_outside` (the edit region), CLIP image and direction similarity (shapes CLIP), per edit kind |
 | inpainting | coco-inpaint | `fid`, `lpips` vs the original images (`per_category` = per mask policy, LPIPS only) |
+| inpainting, shapes world | shapes-inpaint | `accuracy` (the scene's exact checks), `fd_clip` and `clip_distance` (the LPIPS stand-in) vs the rendered originals, `psnr_outside` (the mask), per mask policy |
 
 CLIP metrics use the paper's open_clip ViT-g-14 unless `--clip` names another (config.json remembers the run's
 choice); the shapes suite uses the shapes world's CLIP (`models/shapes-clip/`). Per-image values go to
@@ -21,6 +23,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from PIL import Image
 
@@ -58,9 +61,11 @@ def check_scoring(suites: list[str], clip: str | None = None) -> None:
                 import ladd.shapes.render  # noqa: F401
             except ImportError as error:
                 raise BenchError(f"the shapes suite needs ladd.shapes.evaluate and ladd.shapes.render ({error})")
-        if task == INPAINTING:
+        if task == INPAINTING and suite != "shapes-inpaint":
             inception_weights()
             alexnet_weights()
+        if suite == "shapes-inpaint":
+            clip_choice(suite, clip).check()
 
 
 @dataclass
@@ -211,7 +216,68 @@ def score_inpainting(rows: pd.DataFrame, run_dir: Path, suite: str, scorers: Sco
     return {"fid": _distance(frechet), "lpips": _value(lpips)}, per_image, "mask_policy"
 
 
+def score_shapes_edit(rows: pd.DataFrame, run_dir: Path, suite: str, scorers: Scorers):
+    """The edit world's exact scores (the edit regenerated from its kind, seed and size) and CLIP's two."""
+    from bench.metrics import CLIPDirectionSimilarity, CLIPImageSimilarity, ShapesEditAccuracy
+    from ladd.shapes.edits import edit_from_seed
+
+    clip = scorers.clip_for(suite)
+    exact, similarity, direction = ShapesEditAccuracy(), CLIPImageSimilarity(clip), CLIPDirectionSimilarity(clip)
+    for chunk in chunks(rows):
+        edited, sources = load_images(run_dir, chunk["path"]), load_images(run_dir, chunk["source_path"])
+        edits = [edit_from_seed(r.edit_kind, int(r.edit_seed), int(r.width), int(r.height)) for r in chunk.itertuples()]
+        exact.update(sources, edited, edits)
+        similarity.update(sources, edited)
+        direction.update(sources, edited, list(chunk["source_prompt"]), list(chunk["target_prompt"]))
+    per_image = pd.DataFrame({"correct": exact.sample_scores().numpy(), "edit_accuracy": exact.edit_scores().numpy(),
+                              "preservation": exact.preservation_scores().numpy(),
+                              "psnr_outside": exact.psnr_values().numpy(),
+                              "clip_image_similarity": similarity.sample_scores().numpy(),
+                              "clip_direction_similarity": direction.sample_scores().numpy()}, index=rows.index)
+    summary = {"accuracy": _value(exact), "edit_accuracy": float(per_image["edit_accuracy"].mean()),
+               "preservation": float(per_image["preservation"].mean()),
+               "psnr_outside": float(per_image["psnr_outside"].median()),
+               "clip_image_similarity": _value(similarity), "clip_direction_similarity": _value(direction),
+               "clip_backbone": scorers.clip_label(suite)}
+    return summary, per_image, "category"
+
+
+def psnr_outside(image: Image.Image, original: Image.Image, mask: Image.Image) -> float:
+    """PSNR over the pixels a mask leaves (white = filled); 100 for identical pixels."""
+    from ladd.shapes.edits import psnr
+
+    keep = np.asarray(mask.convert("L")) < 128
+    return min(psnr(np.asarray(image)[keep], np.asarray(original)[keep]), 100.0)
+
+
+def score_shapes_inpaint(rows: pd.DataFrame, run_dir: Path, suite: str, scorers: Scorers):
+    """Exact accuracy of the whole scene after filling, and distances to the rendered original in the shapes CLIP's
+    space: Fréchet over the set, 1 - cos per image (the LPIPS stand-in)."""
+    from bench.metrics import CLIPImageDistance, FrechetCLIPDistance, ShapesAccuracy
+
+    clip = scorers.clip_for(suite)
+    accuracy, frechet, distance = ShapesAccuracy(scorers.evaluator), FrechetCLIPDistance(clip), CLIPImageDistance(clip)
+    kept = []
+    for chunk in chunks(rows):
+        outputs, originals = load_images(run_dir, chunk["path"]), load_images(run_dir, chunk["source_path"])
+        masks = load_images(run_dir, chunk["mask_path"])
+        accuracy.update(outputs, list(chunk["prompt"]))
+        distance.update(outputs, originals)
+        kept += [psnr_outside(o, g, m) for o, g, m in zip(outputs, originals, masks)]
+        for _, group in chunk.groupby(["width", "height"], sort=False):
+            positions = [chunk.index.get_loc(i) for i in group.index]
+            frechet.update_pil([outputs[p] for p in positions], real=False)
+            frechet.update_pil([originals[p] for p in positions], real=True)
+    per_image = pd.DataFrame({"correct": accuracy.sample_scores().numpy(),
+                              "clip_distance": distance.sample_scores().numpy(), "psnr_outside": kept},
+                             index=rows.index)
+    summary = {"accuracy": _value(accuracy), "fd_clip": _distance(frechet), "clip_distance": _value(distance),
+               "psnr_outside": float(np.median(kept)), "clip_backbone": scorers.clip_label(suite)}
+    return summary, per_image, "mask_policy"
+
+
 SCORERS = {TEXT_TO_IMAGE: score_text_to_image, EDITING: score_editing, INPAINTING: score_inpainting}
+SUITE_SCORERS = {"shapes-edit": score_shapes_edit, "shapes-inpaint": score_shapes_inpaint}
 
 
 def per_category(rows: pd.DataFrame, per_image: pd.DataFrame, column: str) -> dict:
@@ -248,7 +314,8 @@ def score_run(run_dir: str | Path, scorers: Scorers | None = None, suites: list[
     per_image_frames = []
     for suite in suites:
         rows = manifest[manifest["suite"] == suite]
-        summary, per_image, group_by = SCORERS[suite_task(suite)](rows, run_dir, suite, scorers)
+        scorer = SUITE_SCORERS.get(suite) or SCORERS[suite_task(suite)]
+        summary, per_image, group_by = scorer(rows, run_dir, suite, scorers)
         by_category = per_category(rows, per_image.rename(columns={"correct": "accuracy"}), group_by)
         scores[suite] = {"n_images": int(len(rows)), **summary, "per_category": by_category}
         per_image_frames.append(rows[KEY].join(per_image))
@@ -267,8 +334,8 @@ def score_run(run_dir: str | Path, scorers: Scorers | None = None, suites: list[
 # The table
 
 
-METRIC_ORDER = ["accuracy", "clip_score", "fd_clip", "clip_image_similarity", "clip_direction_similarity", "fid",
-                "lpips", "check_score"]
+METRIC_ORDER = ["accuracy", "edit_accuracy", "preservation", "clip_score", "fd_clip", "clip_distance", "psnr_outside",
+                "clip_image_similarity", "clip_direction_similarity", "fid", "lpips", "check_score"]
 
 
 def format_scores(scores: dict, suites: list[str] | None = None) -> str:

@@ -33,6 +33,7 @@ PARTI_PATH = PROMPTS_DIR / "parti_prompts.tsv"
 PARTI128_PATH = PROMPTS_DIR / "parti128.txt"
 SHAPES_PATH = PROMPTS_DIR / "shapes_heldout.csv"
 SHAPES_VAL_PATH = PROMPTS_DIR / "shapes_val.csv"
+SHAPES_EDITS_PATH = PROMPTS_DIR / "shapes_edits.csv"
 
 # PIE-Bench's ten edit types (cure-lab/PnPInversion), keyed by `editing_type_id`.
 PIE_BENCH_EDIT_TYPES = {
@@ -347,6 +348,65 @@ def read_coco_captions(data_dir: str | Path = DEFAULT_DATA_DIR) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# The shapes world's image-to-image suites: their sources are renderings, made once into the data folder
+
+
+SHAPES_INPAINT_SCENES = 43  # held-out scenes (every sixth row, all categories) x 6 mask policies = 258 images
+
+
+def _render_once(path: Path, draw: Callable) -> str:
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp.png")
+        draw().save(tmp)
+        tmp.replace(path)
+    return str(path.resolve())
+
+
+def read_shapes_edits(data_dir: str | Path = DEFAULT_DATA_DIR, path: str | Path = SHAPES_EDITS_PATH) -> pd.DataFrame:
+    """The held-out edits (prompts/shapes_edits.csv): each row's edit named exactly by (kind, seed, size); its
+    rendered source goes under DATA_DIR/shapes-edit/. Instruction editors read `instruction`; text-to-image models
+    editing by SDEdit are prompted with the target caption (`prompt`)."""
+    from ladd.shapes.edits import edit_from_seed
+
+    path = _require_file(Path(path), "write it with `python -m ladd.shapes.heldout --split edits`")
+    table = _table(path)
+    missing = {"kind", "seed", "width", "height", "source_prompt", "instruction", "target_prompt"} - set(table.columns)
+    if missing:
+        raise SuiteDataError(f"{path}: missing columns {sorted(missing)}")
+    rows = []
+    for i, row in enumerate(table.to_dict("records")):
+        prompt_id, size = f"{i:04d}", (int(row["width"]), int(row["height"]))
+        source = _render_once(Path(data_dir) / "shapes-edit" / f"{prompt_id}.png",
+                              lambda: edit_from_seed(row["kind"], int(row["seed"]), *size).render()[0])
+        rows.append({"prompt_id": prompt_id, "prompt": row["target_prompt"], "category": row["kind"],
+                     "width": size[0], "height": size[1], "instruction": row["instruction"],
+                     "source_prompt": row["source_prompt"], "target_prompt": row["target_prompt"],
+                     "edit_kind": row["kind"], "edit_seed": int(row["seed"]), "source_path": source})
+    return _frame(rows)
+
+
+def read_shapes_inpaint(data_dir: str | Path = DEFAULT_DATA_DIR) -> pd.DataFrame:
+    """Held-out scenes x the six mask policies: every sixth held-out prompt, rendered once under
+    DATA_DIR/shapes-inpaint/, masked by each policy (`bench.masks`) in turn; the category is the policy."""
+    from bench.masks import MASK_POLICIES
+    from bench.seeding import stable_seed
+    from ladd.shapes.render import render_prompt
+
+    scenes = read_shapes().iloc[::6].head(SHAPES_INPAINT_SCENES)
+    rows = []
+    for scene in scenes.to_dict("records"):
+        seed, size = stable_seed("shapes-inpaint", scene["prompt_id"]), (int(scene["width"]), int(scene["height"]))
+        source = _render_once(Path(data_dir) / "shapes-inpaint" / f"{scene['prompt_id']}.png",
+                              lambda: render_prompt(scene["prompt"], seed, *size))
+        for policy in MASK_POLICIES:
+            rows.append({"prompt_id": f"{scene['prompt_id']}-{policy}", "prompt": scene["prompt"],
+                         "category": policy, "width": size[0], "height": size[1], "mask_policy": policy,
+                         "scene_category": scene["category"], "source_path": source})
+    return _frame(rows)
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # The suite table
 
 
@@ -360,6 +420,9 @@ class Suite:
 SUITES: dict[str, Suite] = {s.name: s for s in [
     Suite("shapes", TEXT_TO_IMAGE, "shapes world held-out set (prompts/shapes_heldout.csv), exact accuracy"),
     Suite("shapes-val", TEXT_TO_IMAGE, "shapes world validation set for checkpoint selection (prompts/shapes_val.csv)"),
+    Suite("shapes-edit", EDITING, "shapes world held-out edits, 40 of each of 7 kinds (prompts/shapes_edits.csv), "
+                                  "exact edit accuracy and preservation"),
+    Suite("shapes-inpaint", INPAINTING, "shapes world held-out scenes x 6 mask policies, exact accuracy, FD"),
     Suite("drawbench", TEXT_TO_IMAGE, "DrawBench, 200 prompts in 11 categories (prompts/drawbench.csv)"),
     Suite("parti128", TEXT_TO_IMAGE, "the LADD paper's 128 human-study PartiPrompts (prompts/parti128.txt)"),
     Suite("parti", TEXT_TO_IMAGE, "all 1632 PartiPrompts (prompts/parti_prompts.tsv)"),
@@ -371,7 +434,7 @@ SUITES: dict[str, Suite] = {s.name: s for s in [
 
 def is_shapes_suite(name: str) -> bool:
     """Suites scored by the shapes world's exact evaluator, CLIP and rendered ground truth."""
-    return name in ("shapes", "shapes-val")
+    return name in ("shapes", "shapes-val", "shapes-edit", "shapes-inpaint")
 
 
 def parse_suites(text: str) -> list[str]:
@@ -401,6 +464,8 @@ def load_suite(
         "drawbench": read_drawbench,
         "parti128": read_parti128,
         "parti": read_parti,
+        "shapes-edit": lambda: read_shapes_edits(data_dir),
+        "shapes-inpaint": lambda: read_shapes_inpaint(data_dir),
         "pie-bench": lambda: read_pie_bench(data_dir),
         "coco-inpaint": lambda: read_coco_captions(data_dir),
         "custom": lambda: read_prompts_file(prompts_file),
