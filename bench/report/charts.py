@@ -109,17 +109,23 @@ def scaling_plot(points: pd.DataFrame, metrics: list[str], path: Path) -> Path:
 
 
 def editing_tradeoff(points: pd.DataFrame, path: Path) -> Path:
-    """InstructPix2Pix-style trade-off: CLIP direction similarity (x) against CLIP image similarity (y), one line
-    per model across image-guidance strengths, each point labelled with its strength."""
-    figure, axis = plt.subplots(figsize=(5.5, 4.5))
-    for model, rows in points.groupby("model", sort=True):
-        rows = rows.sort_values("image_guidance")
-        axis.plot(rows["direction_similarity"], rows["image_similarity"], "o-", label=model)
-        for r in rows.itertuples():
-            axis.annotate(f"{r.image_guidance:g}", (r.direction_similarity, r.image_similarity), fontsize=7,
-                          textcoords="offset points", xytext=(4, 4))
-    axis.set_xlabel("CLIP direction similarity")
-    axis.set_ylabel("CLIP image similarity")
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=8)
+    """InstructPix2Pix-style trade-off (the paper's Fig. 13, left): CLIP direction similarity (x) against CLIP image
+    similarity (y), one line per series, each point labelled with its sweep value; beside it, where the runs have
+    them, the shapes world's exact edit accuracy (x) against preservation (y)."""
+    exact = {"edit_accuracy", "preservation"} <= set(points.columns) and points["edit_accuracy"].notna().any()
+    panels = [("direction_similarity", "image_similarity", "CLIP direction similarity", "CLIP image similarity")]
+    if exact:
+        panels.append(("edit_accuracy", "preservation", "exact edit accuracy", "preservation"))
+    figure, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.5), squeeze=False)
+    for axis, (x, y, x_label, y_label) in zip(axes[0], panels):
+        for series, rows in points.groupby("series", sort=True):
+            rows = rows.dropna(subset=[x, y]).sort_values("value")
+            axis.plot(rows[x], rows[y], "o-", label=series)
+            for r in rows.itertuples():
+                axis.annotate(r.label, (getattr(r, x), getattr(r, y)), fontsize=7, textcoords="offset points",
+                              xytext=(4, 4))
+        axis.set_xlabel(x_label)
+        axis.set_ylabel(y_label)
+        axis.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
     return _save(figure, path)

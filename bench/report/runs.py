@@ -73,33 +73,44 @@ def scaling_points(runs: list[Run], suite: str) -> tuple[pd.DataFrame, list[str]
     return (pd.concat(points, ignore_index=True) if points else pd.DataFrame()), metrics
 
 
+EDIT_SWEEPS = (("image_guidance", "image guidance"), ("strength", "SDEdit strength"))
+INPAINTING_METRICS = ("accuracy", "fd_clip", "clip_distance", "psnr_outside", "fid", "lpips")
+
+
 def editing_points(runs: list[Run]) -> pd.DataFrame:
+    """One point per editing run (Fig. 13, left): a series per model and what it sweeps (image guidance, SDEdit
+    strength; a run sweeping nothing is labelled by its steps), with CLIP image and direction similarity and, on
+    the shapes world, exact edit accuracy and preservation."""
     rows = []
     for run in runs:
-        if "image_guidance" not in run.tags:
-            continue
+        model = Path(str(run.config.get("model", run.name))).name
+        sweep = next(((tag, words) for tag, words in EDIT_SWEEPS if tag in run.tags), None)
         for suite, values in run.scores.items():
             metrics = scalar_metrics(values if isinstance(values, dict) else {})
             image = [k for k in metrics if "image_sim" in k.lower()]
             direction = [k for k in metrics if "direction_sim" in k.lower()]
-            if image and direction:
-                rows.append({"suite": suite, "model": Path(str(run.config.get("model", run.name))).name,
-                             "run": run.name, "image_guidance": float(run.tags["image_guidance"]),
-                             "image_similarity": metrics[image[0]], "direction_similarity": metrics[direction[0]]})
+            if not (image and direction):
+                continue
+            if sweep:
+                series, value, label = f"{model} ({sweep[1]})", float(run.tags[sweep[0]]), f"{run.tags[sweep[0]]:g}"
+            else:
+                steps = run.config.get("steps")
+                series, value, label = f"{model} (steps)", float(steps or 0), f"{steps} step"
+            rows.append({"suite": suite, "series": series, "run": run.name, "value": value, "label": label,
+                         "image_similarity": metrics[image[0]], "direction_similarity": metrics[direction[0]],
+                         **{k: metrics[k] for k in ("edit_accuracy", "preservation") if k in metrics}})
     return pd.DataFrame(rows)
 
 
 def inpainting_table(runs: list[Run]) -> pd.DataFrame:
+    """Per run and mask policy (Fig. 13, right): the inpainting metrics the run has."""
     rows = []
     for run in runs:
         for suite, values in run.scores.items():
             if "inpaint" not in suite or not isinstance(values, dict):
                 continue
-            picked = {k: v for k, v in scalar_metrics(values).items() if "fid" in k.lower() or "lpips" in k.lower()}
-            rows.append({"run": run.name, "suite": suite, "masks": "all", **picked})
-            for policy, metrics in (values.get("per_category") or {}).items():
-                picked = {k: v for k, v in scalar_metrics(metrics).items()
-                          if "fid" in k.lower() or "lpips" in k.lower()}
+            for policy, metrics in [("all", values), *(values.get("per_category") or {}).items()]:
+                picked = {k: v for k, v in scalar_metrics(metrics).items() if k in INPAINTING_METRICS}
                 rows.append({"run": run.name, "suite": suite, "masks": policy, **picked})
     return pd.DataFrame(rows)
 
@@ -127,12 +138,14 @@ def run_sections(runs: list[Run], figures: Path, images: Path, options: Options)
     editing = editing_points(runs)
     for suite, rows in (editing.groupby("suite") if not editing.empty else []):
         sections.append(Section(f"Editing trade-off ({suite})").text(
-            "CLIP direction similarity against CLIP image similarity across image-guidance strengths.")
-            .table(rows.drop(columns="suite").sort_values(["model", "image_guidance"]))
+            "Figure 13, left: CLIP direction similarity against CLIP image similarity (and, on the shapes world, "
+            "exact edit accuracy against preservation), one line per model across what it sweeps.")
+            .table(rows.drop(columns="suite").sort_values(["series", "value"]))
             .figure(charts.editing_tradeoff(rows, figures / f"editing_{suite}.png")))
     inpainting = inpainting_table(runs)
     if not inpainting.empty:
-        sections.append(Section("Inpainting").text("FID and LPIPS per run and mask policy.").table(inpainting))
+        sections.append(Section("Inpainting").text("Figure 13, right: the inpainting metrics per run and mask "
+                                                   "policy.").table(inpainting))
     sections.append(samples_section(runs, images, options))
     return sections
 

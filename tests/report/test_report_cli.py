@@ -118,7 +118,32 @@ def test_runs_only_with_scaling_editing_and_inpainting(tmp_path):
     assert student["depth"].tolist() == [2, 4, 8] and student["accuracy"].tolist() == [0.60, 0.70, 0.80]
     assert sorted(points[points["dimension"] == "teacher_depth"]["depth"]) == [2, 4, 8]
     editing = editing_points(read_runs(runs[7:10]))
-    assert editing.sort_values("image_guidance")["image_similarity"].tolist() == [0.9, 0.85, 0.8]
+    assert editing.sort_values("value")["image_similarity"].tolist() == [0.9, 0.85, 0.8]
+    assert set(editing["series"]) == {"shapes-edit (image guidance)"}
+
+
+def test_figure_13_left_puts_each_sweep_and_the_students_steps_on_its_own_line(tmp_path):
+    """Fig. 13 on the shapes world: the edit teacher over image guidance, SDEdit over strength, the student at 1 and
+    4 steps; exact edit accuracy against preservation beside the CLIP panel."""
+    prompts = fake_prompts(2)
+    runs = []
+    for name, steps, tags, edit in (("shapes-sd3-edit", 50, {"image_guidance": 1.5}, 0.6),
+                                    ("shapes-sd3-edit", 50, {"image_guidance": 3.0}, 0.7),
+                                    ("shapes-sd3", 50, {"strength": 0.5}, 0.3),
+                                    ("shapes-sd3", 50, {"strength": 0.9}, 0.4),
+                                    ("shapes-edit-turbo", 1, {}, 0.5), ("shapes-edit-turbo", 4, {}, 0.55)):
+        runs.append(write_fake_run(tmp_path / f"{name}-{steps}-{tags}", name, steps, prompts, 1, suite="shapes-edit",
+                                   size=8, tags=tags,
+                                   scores={"shapes-edit": {"clip_image_similarity": 0.9 - edit / 2,
+                                                           "clip_direction_similarity": edit / 3,
+                                                           "edit_accuracy": edit, "preservation": 1 - edit / 4}}))
+    points = editing_points(read_runs(runs))
+    assert set(points["series"]) == {"shapes-sd3-edit (image guidance)", "shapes-sd3 (SDEdit strength)",
+                                     "shapes-edit-turbo (steps)"}
+    students = points[points["series"] == "shapes-edit-turbo (steps)"].sort_values("value")
+    assert students["label"].tolist() == ["1 step", "4 step"] and students["edit_accuracy"].tolist() == [0.5, 0.55]
+    assert main(["--runs", *map(str, runs), "--out", str(tmp_path / "report")]) == 0
+    assert (tmp_path / "report" / "figures" / "editing_shapes-edit.png").is_file()
 
 
 def test_study_only(results):
