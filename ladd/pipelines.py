@@ -172,7 +172,8 @@ def link_identical_components(pipeline_dir: str | Path, reference_dir: str | Pat
     symlinks.
 
     A distilled student shares its teacher's VAE, text encoders and tokenizers; linking them keeps a repository
-    that holds both (the committed shapes zoo) small, while each folder still loads on its own.
+    that holds both (the committed shapes zoo) small, while each folder still loads on its own. A link points at the
+    folder that holds the files (a teacher's own link is followed), so the student does not need the teacher's folder.
     """
     pipeline_dir, reference_dir = Path(pipeline_dir), Path(reference_dir)
     linked = []
@@ -180,6 +181,6 @@ def link_identical_components(pipeline_dir: str | Path, reference_dir: str | Pat
         twin = reference_dir / component.name
         if twin.is_dir() and _component_contents(component) == _component_contents(twin.resolve()):
             shutil.rmtree(component)
-            component.symlink_to(os.path.relpath(twin, pipeline_dir))
+            component.symlink_to(os.path.relpath(twin.resolve(), pipeline_dir.resolve()))
             linked.append(component.name)
     return linked

@@ -35,7 +35,7 @@ from ladd.inpaint_pipeline import StableDiffusion3ChannelInpaintPipeline
 from ladd.logs import MetricsLog
 from ladd.losses import diffusion_loss
 from ladd.paths import CONFIGS_DIR, MODELS_DIR, RESULTS_DIR
-from ladd.pipelines import load_pipeline, pipeline_folder
+from ladd.pipelines import link_identical_components, load_pipeline, pipeline_folder
 from ladd.shapes.build import PromptTable
 from ladd.shapes.data import BUCKET_SHARES, render_pool
 from ladd.shapes.edits import EDIT_KINDS, sample_edit
@@ -187,6 +187,7 @@ def build(task: str, cfg: dict, out_dir: Path, work_dir: Path) -> dict:
     if task == "edit":
         defaults["image_guidance_scale"] = cfg["image_guidance_scale"]
     save_pipeline(pipe, out_dir / cfg["name"], **defaults)
+    link_identical_components(out_dir / cfg["name"], pipeline_folder(cfg["base"]))  # the VAE and text encoders
     report = {"task": task, "config": cfg, "minutes": {"data": prepared, "training": (time.time() - started) / 60
                                                       - prepared}}
     (work_dir / f"{cfg['name']}-build.json").write_text(json.dumps(report, indent=2))

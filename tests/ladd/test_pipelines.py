@@ -1,5 +1,5 @@
 """Model names for training and synthetic data (local folders, or hub repo ids already in the local cache); decoding
-in slices."""
+in slices; linking the components a derived model shares with its base."""
 
 import shutil
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 from diffusers import AutoencoderKL, AutoencoderTiny
 
-from ladd.pipelines import decode_in_slices, pipeline_folder
+from ladd.pipelines import decode_in_slices, link_identical_components, load_pipeline, pipeline_folder
 
 
 def test_a_local_folder_is_itself(smoke_teacher):
@@ -54,3 +54,17 @@ def test_decoding_in_slices_gives_the_same_images_in_slices_of_at_most_the_size(
     assert sizes[:3] == [3, 3, 1]
     torch.testing.assert_close(sliced.sample, whole)
     torch.testing.assert_close(as_tuple, whole)
+
+
+def test_shared_components_link_to_the_folder_that_holds_the_files(smoke_teacher, tmp_path):
+    # base <- derived teacher (links) <- student (links): the student's links must not go through the teacher,
+    # whose folder a user may delete or not ship (the zoo commits students without their image-to-image teachers).
+    base, teacher, student = tmp_path / "base", tmp_path / "teacher", tmp_path / "student"
+    shutil.copytree(smoke_teacher, base)
+    shutil.copytree(smoke_teacher, teacher)
+    shutil.copytree(smoke_teacher, student)
+    assert "vae" in link_identical_components(teacher, base)
+    assert "vae" in link_identical_components(student, teacher)
+    assert (student / "vae").readlink().parts[-2:] == ("base", "vae")
+    shutil.rmtree(teacher)
+    assert load_pipeline(student).vae is not None
