@@ -20,6 +20,7 @@ The frozen teacher is never written: exports and checkpoints only ever serialise
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -136,11 +137,14 @@ def student_pipeline(teacher_pipe, student: SD3Transformer2DModel):
 
 
 def export_student(teacher_dir: str | Path, student: SD3Transformer2DModel, out_dir: str | Path,
-                   timesteps: StudentTimesteps, link_teacher: bool = False) -> tuple[Path, list[str]]:
+                   timesteps: StudentTimesteps, link_teacher: bool = False,
+                   weights_dtype: torch.dtype | None = None) -> tuple[Path, list[str]]:
     """Save a student as an ordinary pipeline folder that stock diffusers samples with the consistency sampler at
     the student's timesteps (`ladd.sampling`: scheduler config + sampling_defaults.json with the sigma table).
 
-    With `link_teacher`, components identical to the teacher's become symlinks to them. The folder is written
+    With `link_teacher`, components identical to the teacher's become symlinks to them. `weights_dtype` stores the
+    transformer's weights in that dtype (float16 halves a float32 folder; `from_pretrained` loads them as float32
+    unless told otherwise). The folder is written
     fresh beside `out_dir` and swapped in when complete: saving into an earlier export would write through its
     symlinks into the teacher's own files, and a failed export leaves the previous one intact.
     Returns the folder and the names of the linked components.
@@ -148,6 +152,8 @@ def export_student(teacher_dir: str | Path, student: SD3Transformer2DModel, out_
     out_dir = Path(out_dir)
     staging = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
+    if weights_dtype is not None:
+        student = copy.deepcopy(student).to(weights_dtype)
     pipe = student_pipeline(load_pipeline(teacher_dir), student)
     pipe.save_pretrained(staging, safe_serialization=True)
     write_sampling_defaults(staging, **student_sampling_defaults(read_sampling_defaults(teacher_dir), timesteps))

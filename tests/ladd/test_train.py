@@ -267,6 +267,27 @@ def test_exporting_the_last_checkpoint_gives_the_runs_own_export(smoke_teacher, 
     assert json.loads((path / "sampling_defaults.json").read_text())["num_inference_steps"] == 4
 
 
+def test_a_float16_export_is_half_the_size_and_loads_as_float32_in_stock_diffusers(smoke_teacher, smoke_latents,
+                                                                                   tmp_path):
+    from diffusers import StableDiffusion3Pipeline
+
+    from ladd.export import main as export_main
+
+    run = tmp_path / "run"
+    assert main(smoke_args(smoke_teacher, smoke_latents, run, "iterations=1")) == 0
+    checkpoint = str(run / "checkpoints" / "step-000001")
+    assert export_main([checkpoint, "--out", str(tmp_path / "fp16"), "--weights-dtype", "float16"]) == 0
+    weights = tmp_path / "fp16" / "transformer" / "diffusion_pytorch_model.safetensors"
+    full = run / "pipeline" / "transformer" / "diffusion_pytorch_model.safetensors"
+    assert {t.dtype for t in load_file(str(weights)).values()} == {torch.float16}
+    assert weights.stat().st_size < 0.6 * full.stat().st_size
+    stored, original = (StableDiffusion3Pipeline.from_pretrained(p).transformer
+                        for p in (tmp_path / "fp16", run / "pipeline"))
+    assert stored.dtype == torch.float32
+    for (name, a), (_, b) in zip(stored.state_dict().items(), original.state_dict().items()):
+        assert torch.allclose(a, b, rtol=1e-3, atol=1e-4), name
+
+
 def test_re_exporting_a_folder_rewrites_its_sampler_and_keeps_its_weights(smoke_teacher, smoke_latents, tmp_path,
                                                                           capsys):
     """A student exported before the fix (terminal-stretched scheduler, no sigma table), re-exported in place."""
