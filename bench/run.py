@@ -74,6 +74,10 @@ def build_parser() -> OneLineParser:
     parser.add_argument("--strength", type=_unit_float, metavar="S",
                         help="editing suites, text-to-image models editing by SDEdit: how much of the source is "
                              "noised, 0-1 (default: the pipeline's); recorded as tag strength")
+    parser.add_argument("--lora", metavar="DIR", help="merge this LoRA (diffusers' format, e.g. ladd.dpo's OUT/lora) "
+                                                      "into the model first; recorded as tags lora, lora_scale")
+    parser.add_argument("--lora-scale", type=_non_negative_float, default=1.0, metavar="S",
+                        help="the LoRA's scale (default 1)")
     parser.add_argument("--seed", type=_non_negative_int, default=0, help="base seed of every image seed (default 0)")
     parser.add_argument("--batch-size", type=_positive_int, help="images per pipeline call (default: the model's)")
     parser.add_argument("--out", help="run folder (default: results/<model>-<suites>[-<overrides>])")
@@ -141,6 +145,9 @@ def run_identity(spec, args, batch_size: int) -> dict:
         "mask_policy": args.mask_policy,
         "vae": str(Path(args.vae).resolve()) if args.vae else None,
         "vae_fingerprint": folder_fingerprint(args.vae) if args.vae else None,
+        "lora": str(Path(args.lora).resolve()) if args.lora else None,
+        "lora_fingerprint": folder_fingerprint(args.lora) if args.lora else None,
+        "lora_scale": args.lora_scale if args.lora else None,
     }
 
 
@@ -173,12 +180,18 @@ def default_out(spec, suites: list[str], args) -> Path:
         parts.append(f"seed{args.seed}")
     if args.vae:
         parts.append(f"vae-{Path(args.vae).resolve().name}")
+    if args.lora:
+        lora = Path(args.lora).resolve()
+        parts.append(f"lora-{lora.parent.name if lora.name == 'lora' else lora.name}"
+                     + (f"x{args.lora_scale:g}" if args.lora_scale != 1.0 else ""))
     return RESULTS_DIR / "-".join(parts)
 
 
 def option_tags(args) -> dict:
-    """Sweep values the report's image-to-image figures read (Fig. 13): image guidance and SDEdit strength."""
+    """Values the report's figures read: image guidance and SDEdit strength (Fig. 13), a merged LoRA (Fig. 8)."""
     tags = {"image_guidance": args.image_guidance, "strength": args.strength}
+    if args.lora:
+        tags.update(lora=str(Path(args.lora).resolve()), lora_scale=args.lora_scale)
     return {k: v for k, v in tags.items() if v is not None}
 
 
@@ -238,6 +251,13 @@ def main(argv: list[str] | None = None) -> int:
             vae_class(args.vae)
         except ValueError as error:
             raise BenchError(f"--vae: {error}") from None
+    if args.lora:
+        from ladd.pipelines import check_lora_folder
+
+        try:
+            check_lora_folder(args.lora)
+        except ValueError as error:
+            raise BenchError(f"--lora: {error}") from None
     if not args.no_score:
         check_scoring(suites, args.clip)
     batch_size = args.batch_size or spec.batch_size
@@ -271,6 +291,13 @@ def make_run(args, argv, spec, suites, frames, out: Path, batch_size: int, ident
             swap_vae(pipe, args.vae)
         except ValueError as error:
             raise BenchError(str(error)) from None
+    if args.lora:
+        from ladd.pipelines import fuse_lora
+
+        try:
+            fuse_lora(pipe, args.lora, args.lora_scale)
+        except ValueError as error:
+            raise BenchError(f"--lora: {error}") from None
     from ladd.sampling import read_student_timesteps
 
     timesteps = read_student_timesteps(spec.source) if spec.kind in ("folder", "checkpoint") else None

@@ -43,7 +43,7 @@ from ladd.config import load_config, to_dict
 from ladd.flow import add_noise, sample_logit_normal, velocity_target
 from ladd.logs import MetricsLog
 from ladd.optim import lr_schedule
-from ladd.pipelines import load_pipeline, pipeline_folder
+from ladd.pipelines import fuse_lora, load_pipeline, pipeline_folder
 from ladd.preferences import read_preferences
 from ladd.sampling import read_sampling_defaults
 
@@ -239,10 +239,7 @@ def save_lora(pipeline_class, transformer, folder: Path) -> Path:
 def fused_teacher(model: str | Path, lora: Path, out: Path) -> Path:
     """The teacher with the LoRA merged into its weights, saved as an ordinary pipeline folder (stock diffusers
     calls: load_lora_weights, fuse_lora, unload_lora_weights)."""
-    pipe = load_pipeline(model)
-    pipe.load_lora_weights(lora, adapter_name="dpo")
-    pipe.fuse_lora()
-    pipe.unload_lora_weights()
+    pipe = fuse_lora(load_pipeline(model), lora)
     staging = out.with_name(out.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     pipe.save_pretrained(staging, safe_serialization=True)

@@ -132,6 +132,28 @@ def swap_vae(pipe, vae_dir: str | Path):
     return pipe
 
 
+LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
+
+
+def check_lora_folder(folder: str | Path) -> Path:
+    """A LoRA folder in diffusers' format (what `save_lora_weights` writes, e.g. `ladd.dpo`'s OUT/lora)."""
+    folder = Path(folder)
+    if not (folder / LORA_WEIGHTS).is_file():
+        raise ValueError(f"{folder} holds no {LORA_WEIGHTS} (a LoRA folder in diffusers' format is expected)")
+    return folder
+
+
+def fuse_lora(pipe, folder: str | Path, scale: float = 1.0):
+    """Merge a LoRA into the pipeline's weights at `scale` with stock diffusers calls (load_lora_weights,
+    fuse_lora, unload_lora_weights): the pipeline then samples at its usual cost, with no adapter left."""
+    if not hasattr(pipe, "load_lora_weights"):
+        raise ValueError(f"{type(pipe).__name__} does not load LoRA weights")
+    pipe.load_lora_weights(check_lora_folder(folder), adapter_name="lora")
+    pipe.fuse_lora(lora_scale=scale)
+    pipe.unload_lora_weights()
+    return pipe
+
+
 DECODE_SLICE = 32
 
 

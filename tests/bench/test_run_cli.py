@@ -141,3 +141,45 @@ def test_bad_input_never_touches_an_existing_run(tiny_pipeline_dir, monkeypatch,
         assert folder_digest(out) == digest
     assert "different settings" in cli(monkeypatch, capsys, "--model", tiny_pipeline_dir, "--suite", "drawbench",
                                        "--seed", "3", "--no-score", "--out", out)[2]
+
+
+def random_lora(pipeline_dir, folder):
+    """A rank-2 LoRA on every linear layer of the pipeline's transformer, with non-zero up-projections (a fresh
+    LoRA is the identity), saved by diffusers' `save_lora_weights`."""
+    import torch
+
+    from ladd.dpo import add_lora, save_lora
+    from ladd.pipelines import load_pipeline
+
+    pipe = load_pipeline(pipeline_dir)
+    transformer = add_lora(pipe.transformer, rank=2)
+    torch.manual_seed(0)
+    for name, parameter in transformer.named_parameters():
+        if "lora_B" in name:
+            parameter.data.normal_(std=0.5)
+    return save_lora(type(pipe), transformer, folder)
+
+
+def test_a_lora_is_merged_at_its_scale_and_tagged(tiny_pipeline_dir, monkeypatch, capsys, offline, tmp_path):
+    lora = random_lora(tiny_pipeline_dir, tmp_path / "dpo" / "lora")
+    images = {}
+    for name, extra in (("plain", []), ("lora", ["--lora", lora]), ("zero", ["--lora", lora, "--lora-scale", 0])):
+        out = tmp_path / name
+        code, _, err = cli(monkeypatch, capsys, "--model", tiny_pipeline_dir, "--suite", "drawbench", "--limit", 2,
+                           "--no-score", "--out", out, *extra)
+        assert code == 0, err
+        manifest = pd.read_parquet(out / "manifest.parquet").sort_values("path")
+        images[name] = [(out / p).read_bytes() for p in manifest["path"]]
+        tags = json.loads((out / "config.json").read_text())["tags"]
+        assert (tags.get("lora_scale"), "lora" in tags) == {"plain": (None, False), "lora": (1.0, True),
+                                                            "zero": (0.0, True)}[name]
+    assert images["lora"] != images["plain"] and images["zero"] == images["plain"]
+
+
+def test_a_folder_without_lora_weights_is_one_line_before_any_folder(tiny_pipeline_dir, monkeypatch, capsys,
+                                                                     offline, tmp_path):
+    out = tmp_path / "never"
+    code, _, err = cli(monkeypatch, capsys, "--model", tiny_pipeline_dir, "--suite", "drawbench", "--no-score",
+                       "--lora", tiny_pipeline_dir, "--out", out)
+    assert_one_line_error(code, err, "--lora", "pytorch_lora_weights.safetensors")
+    assert not out.exists()
