@@ -13,11 +13,14 @@ on with the same rectified-flow objective on data adjusted to the task:
 
 Outputs `models/shapes-sd3-edit` (`StableDiffusion3EditPipeline`) and `models/shapes-sd3-inpaint`
 (`StableDiffusion3ChannelInpaintPipeline`): ordinary diffusers folders, loaded with `ladd.pipelines.load_pipeline`.
+A task model as `base` (e.g. `base="models/shapes-sd3-edit" seed=1`) continues training as it is: a teacher's
+budget can be spent in sittings, each on fresh data when the seed changes.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -27,6 +30,7 @@ from diffusers.training_utils import EMAModel
 from tqdm import tqdm
 
 from bench.masks import make_mask
+from ladd.checkpoint import swap_in
 from ladd.cli import LaddError, OneLineParser, run_cli
 from ladd.config import load_dict_config
 from ladd.conditioning import encode_images, expand_input_channels, inpaint_condition, to_model_range
@@ -169,8 +173,14 @@ def continue_training(transformer, data, bucket_sizes: list[int], cfg: dict, log
 def build(task: str, cfg: dict, out_dir: Path, work_dir: Path) -> dict:
     started = time.time()
     base = load_pipeline(pipeline_folder(cfg["base"]))
-    extra = base.vae.config.latent_channels + (1 if task == "inpaint" else 0)
-    transformer = expand_input_channels(base.transformer, extra)
+    latent = base.vae.config.latent_channels
+    wanted = 2 * latent + (1 if task == "inpaint" else 0)
+    have = base.transformer.config.in_channels
+    if have not in (latent, wanted):
+        raise LaddError(f"base: {cfg['base']} takes {have} input channels; the {task} task needs a text-to-image "
+                        f"model ({latent}) or a {task} model ({wanted}) to continue")
+    # a text-to-image base grows zero-initialised condition channels; a task model continues as it is
+    transformer = expand_input_channels(base.transformer, wanted - have) if have != wanted else base.transformer
     pipe = TASKS[task](**{**base.components, "transformer": transformer})
     if task == "edit":
         pool = edit_pool(cfg["num_pairs"], cfg["seed"], heldout_edit_keys())
@@ -186,8 +196,12 @@ def build(task: str, cfg: dict, out_dir: Path, work_dir: Path) -> dict:
                 "height": 64, "width": 64}
     if task == "edit":
         defaults["image_guidance_scale"] = cfg["image_guidance_scale"]
-    save_pipeline(pipe, out_dir / cfg["name"], **defaults)
-    link_identical_components(out_dir / cfg["name"], pipeline_folder(cfg["base"]))  # the VAE and text encoders
+    # written beside and swapped in: the folder may be the base itself, whose components link to another model's
+    staging = out_dir / f"{cfg['name']}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    save_pipeline(pipe, staging, **defaults)
+    link_identical_components(staging, pipeline_folder(cfg["base"]))  # the VAE and text encoders
+    swap_in(staging, out_dir / cfg["name"])
     report = {"task": task, "config": cfg, "minutes": {"data": prepared, "training": (time.time() - started) / 60
                                                       - prepared}}
     (work_dir / f"{cfg['name']}-build.json").write_text(json.dumps(report, indent=2))

@@ -125,3 +125,17 @@ def test_a_conditioned_teacher_needs_its_condition_columns(i2i_teachers, tmp_pat
     assert len(err) == 1 and "no 'image', 'mask' column" in err[0]
     with pytest.raises(LaddError, match="base"):
         teacher_main(["edit", "--smoke", f'base="{tmp_path / "nothing"}"'])
+
+
+def test_a_task_model_continues_as_it_is_and_is_rewritten_in_place(i2i_teachers, tmp_path):
+    base = i2i_teachers / "shapes-sd3-edit"
+    before = load_pipeline(base).transformer.state_dict()
+    assert teacher_main(["edit", "--smoke", "--out", str(i2i_teachers), "--work", str(tmp_path),
+                         f'base="{base}"', "seed=1"]) == 0
+    after = load_pipeline(base).transformer
+    assert after.config.in_channels == 8  # not grown again
+    assert any(not torch.equal(before[k], v) for k, v in after.state_dict().items())
+    assert not (i2i_teachers / "shapes-sd3-edit.partial").exists()
+    # the other task's model is not a base for this one: one line
+    assert cli_exit_code(teacher_main, ["edit", "--smoke", "--out", str(tmp_path), "--work", str(tmp_path),
+                                        f'base="{i2i_teachers / "shapes-sd3-inpaint"}"']) == 2
