@@ -1,0 +1,155 @@
+"""The stages of a finding: the commands that make its models, data, runs and study, in the order they run."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ladd.shapes.findings.protocol import REAL, SYNTHETIC, Arm, Layout, Protocol
+from ladd.shapes.findings.stages import Stage
+
+SUITE = "shapes"
+BATCH_SIZE = 40  # comparisons per annotator (annotate.study's default)
+
+
+@dataclass(frozen=True)
+class BenchRun:
+    """One benchmark run of a finding: a label (its folder under bench/), the model folder, the step count (None:
+    the model's own default) and the arm it came from (None for the teacher or a given student)."""
+
+    label: str
+    model: Path
+    steps: int | None
+    arm: Arm | None = None
+
+    def tags(self) -> dict:
+        return {**(self.arm.tags() if self.arm else {}), "finding_run": self.label}
+
+
+def arm_run(arm: Arm, steps: int, layout: Layout) -> BenchRun:
+    return BenchRun(f"{arm.name}-{steps}step", layout.student(arm), steps, arm)
+
+
+def teacher_run(protocol: Protocol, layout: Layout) -> BenchRun:
+    return BenchRun(f"teacher-d{protocol.centre}", layout.teacher(protocol.centre, protocol), None)
+
+
+# --- zoo and data ---------------------------------------------------------------------------------------------------
+
+def link_committed_zoo(protocol: Protocol, layout: Layout) -> None:
+    """The centre teacher and the CLIP are the committed zoo's: linked, not copied (nor rebuilt)."""
+    layout.zoo.mkdir(parents=True, exist_ok=True)
+    for name in ("shapes-clip", "shapes-sd3"):
+        target = layout.zoo / name
+        if not target.exists():
+            os.symlink((protocol.zoo_reuse / name).resolve(), target)
+
+
+def zoo_stages(protocol: Protocol, layout: Layout, depths: set[int]) -> list[Stage]:
+    work = layout.work / "zoo-build"
+    if protocol.smoke_zoo:
+        stages = [Stage("zoo", "zoo", "ladd.shapes.build", ["--smoke", "--out", layout.zoo, "--work", work])]
+    else:
+        stages = [Stage("zoo", "zoo", step=lambda: link_committed_zoo(protocol, layout))]
+    for depth in sorted(depths - {protocol.centre}):
+        stages.append(Stage(f"teacher-d{depth}", "zoo", "ladd.shapes.build", [
+            "--config", protocol.zoo_config, "--out", layout.zoo, "--work", work, 'stages=["teacher"]',
+            f"teacher.depth={depth}", f"teacher.name={layout.teacher(depth, protocol).name}",
+            *protocol.zoo_overrides]))
+    return stages
+
+
+def synth_arguments(protocol: Protocol) -> list:
+    return ["--batch-size", protocol.synth_batch] + (["--steps", protocol.synth_steps] if protocol.synth_steps else [])
+
+
+def data_stages(protocol: Protocol, layout: Layout, arms: list[Arm]) -> list[Stage]:
+    """The training prompts (the same for every data source), synthetic latents per generator depth, and real data:
+    the same prompts rendered (exactly aligned images) and encoded by the zoo's VAE. No arms (a given student): none."""
+    if not arms:
+        return []
+    stages = [Stage("prompts", "data", "ladd.shapes.prompts",
+                    ["--num", protocol.train_prompts, "--seed", 0, "--out", layout.prompts])]
+    for depth in sorted({a.generator_depth for a in arms if a.data == SYNTHETIC}):
+        generator = Arm(protocol.centre, protocol.centre, depth)
+        stages.append(Stage(f"synth-g{depth}", "data", "ladd.synth", [
+            "--model", layout.teacher(depth, protocol), "--prompts", layout.prompts, "--out", layout.data(generator),
+            *synth_arguments(protocol)]))
+    if any(a.data == REAL for a in arms):
+        real = Arm(protocol.centre, protocol.centre, protocol.centre, data=REAL)
+        stages.append(Stage("real-render", "data", "ladd.shapes.prompts", [
+            "--num", protocol.train_prompts, "--seed", 0, "--render", layout.work / "data" / "real-images",
+            "--out", layout.real_csv]))
+        stages.append(Stage("real-encode", "data", "ladd.synth", [
+            "--model", layout.teacher(protocol.centre, protocol), "--images", layout.real_csv, "--out",
+            layout.data(real), "--batch-size", protocol.synth_batch]))
+    return stages
+
+
+# --- training and benchmarks ------------------------------------------------------------------------------------------
+
+def train_arguments(arm: Arm, protocol: Protocol, layout: Layout) -> list:
+    """One protocol for every arm: only the arm's own knobs differ."""
+    return [protocol.train_config, f"teacher={layout.teacher(arm.teacher_depth, protocol)}",
+            f"student_from={layout.teacher(arm.student_depth, protocol)}", f"data={layout.data(arm)}",
+            f"out={layout.run(arm)}", f"iterations={protocol.iterations}", f"batch_size={protocol.batch_size}",
+            f"seed={arm.seed}", f"renoise.logit_mean={arm.logit_mean}", f"distill.weight={arm.distill_weight}",
+            f"checkpoint_every={protocol.checkpoint_every}", "keep_checkpoints=2"]
+
+
+def train_stages(protocol: Protocol, layout: Layout, arms: list[Arm]) -> list[Stage]:
+    return [Stage(f"train-{arm.name}", "train", "ladd.train", train_arguments(arm, protocol, layout)) for arm in arms]
+
+
+def bench_arguments(run: BenchRun, protocol: Protocol, layout: Layout) -> list:
+    argv = ["--model", run.model, "--suite", SUITE, "--samples-per-prompt", protocol.samples_per_prompt,
+            "--out", layout.bench(run.label)]
+    argv += ["--steps", run.steps] if run.steps else []
+    argv += ["--limit", protocol.eval_limit] if protocol.eval_limit else []
+    for key, value in run.tags().items():
+        argv += ["--tag", f"{key}={value}"]
+    return argv
+
+
+def bench_stages(protocol: Protocol, layout: Layout, runs: list[BenchRun]) -> list[Stage]:
+    return [Stage(f"bench-{run.label}", "bench", "bench.run", bench_arguments(run, protocol, layout)) for run in runs]
+
+
+# --- the study --------------------------------------------------------------------------------------------------------
+
+def study_batches(db_path: Path) -> int:
+    """How many batches `annotate.study create` dealt: one attentive annotator each."""
+    from annotate import db
+
+    if not db_path.is_file():
+        raise FileNotFoundError(db_path)
+    engine = db.make_engine(str(db_path))
+    try:
+        return int(db.study_comparisons(engine, db.get_study(engine)["id"])["batch"].nunique())
+    finally:
+        engine.dispose()
+
+
+def careless_count(batches: int, share: float) -> int:
+    """Careless annotators on top of one attentive annotator per batch: `share` of all annotators."""
+    return round(batches * share / (1 - share))
+
+
+def vote_arguments(db_path: Path, protocol: Protocol) -> list:
+    batches = study_batches(db_path)
+    careless = careless_count(batches, protocol.study_careless)
+    return ["--db", db_path, "--oracle", "--annotators", batches + careless, "--careless", careless,
+            "--noise", protocol.study_noise, "--seed", 0]
+
+
+def study_stages(name: str, model: BenchRun, baselines: list[BenchRun], protocol: Protocol,
+                 layout: Layout) -> list[Stage]:
+    """The study of Figs. 9–11 through the real database: the model's run first, then its baselines; votes from
+    evaluator-grounded simulated annotators."""
+    db_path = layout.study(name)
+    runs = [layout.bench(r.label) for r in (model, *baselines)]
+    create = ["create", "--runs", *runs, "--suite", SUITE, "--samples-per-prompt", protocol.study_samples,
+              "--views", protocol.study_views, "--batch-size", BATCH_SIZE, "--db", db_path, "--name", name]
+    return [Stage(f"study-{name}-create", "study", "annotate.study", create),
+            Stage(f"study-{name}-votes", "study", "annotate.simulate", lambda: vote_arguments(db_path, protocol))]
