@@ -129,3 +129,22 @@ def editing_tradeoff(points: pd.DataFrame, path: Path) -> Path:
         axis.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     return _save(figure, path)
+
+
+def lora_effect(table: pd.DataFrame, path: Path) -> Path:
+    """The paper's Fig. 8 as numbers: per metric, each model at each step count without and with the reapplied
+    LoRA, side by side."""
+    metrics = list(dict.fromkeys(table["metric"]))[:4]
+    figure, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.8), squeeze=False)
+    for axis, metric in zip(axes[0], metrics):
+        rows = table[table["metric"] == metric].reset_index(drop=True)
+        labels = [f"{r.model}\n{r.steps} step(s)" + ("" if r.lora_scale == 1 else f"\nLoRA x{r.lora_scale:g}")
+                  for r in rows.itertuples()]
+        positions = range(len(rows))
+        axis.bar([p - 0.2 for p in positions], rows["without"], 0.4, color=BASELINE_COLOUR, label="without LoRA")
+        axis.bar([p + 0.2 for p in positions], rows["with"], 0.4, color=MODEL_COLOUR, label="with LoRA")
+        axis.set_xticks(list(positions), labels, fontsize=7)
+        axis.set_title(metric)
+        axis.grid(alpha=0.3, axis="y")
+    axes[0][0].legend(fontsize=8)
+    return _save(figure, path)

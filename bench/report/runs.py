@@ -1,5 +1,5 @@
-"""The run sections: metric tables per suite, CLIP score per category, scaling and editing plots, inpainting,
-sample images side by side. Everything comes from the runs' scores.json, config.json tags and manifests."""
+"""The run sections: metric tables per suite, CLIP score per category, scaling and editing plots, inpainting, a
+reapplied LoRA against the same model without it, sample images side by side. Everything comes from the runs' scores.json, config.json tags and manifests."""
 
 from __future__ import annotations
 
@@ -115,6 +115,63 @@ def inpainting_table(runs: list[Run]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def same_sampling(run: Run) -> tuple:
+    """What must match for two runs to differ only by a merged LoRA."""
+    config = run.config
+    return (config.get("model_source", config.get("model")), config.get("steps"), config.get("guidance"),
+            config.get("seed"), tuple(config.get("suite") or ()))
+
+
+def lora_pairs(runs: list[Run]) -> list[tuple[Run, Run]]:
+    """(without, with) for every run with a merged LoRA (tag `lora`, `bench.run --lora`) whose model was also run
+    with the same steps, guidance, seed and suites without one."""
+    plain = {same_sampling(r): r for r in runs if "lora" not in r.tags}
+    return [(plain[same_sampling(r)], r) for r in runs if "lora" in r.tags and same_sampling(r) in plain]
+
+
+def lora_name(path: str) -> str:
+    path = Path(str(path))
+    return path.parent.name if path.name == "lora" else path.name  # ladd.dpo writes OUT/lora
+
+
+def lora_table(pairs: list[tuple[Run, Run]]) -> pd.DataFrame:
+    """One row per pair, suite and metric both runs have: the value without and with the LoRA, and the change."""
+    rows = []
+    for without, with_lora in pairs:
+        for suite, values in with_lora.scores.items():
+            before = scalar_metrics(without.scores.get(suite) or {})
+            after = scalar_metrics(values if isinstance(values, dict) else {})
+            for metric in (m for m in after if m in before and not m.startswith("n_")):
+                rows.append({"model": Path(str(without.config.get("model", without.name))).name,
+                             "steps": without.config.get("steps"), "lora": lora_name(with_lora.tags["lora"]),
+                             "lora_scale": float(with_lora.tags.get("lora_scale", 1.0)), "suite": suite,
+                             "metric": metric, "without": before[metric], "with": after[metric],
+                             "change": after[metric] - before[metric]})
+    return pd.DataFrame(rows)
+
+
+def paired_cards(pairs: list[tuple[Run, Run]], images: Path, options: Options) -> list[Card]:
+    """Fig. 8's samples: the same prompt and seed without and with the LoRA, for a few prompts of each pair."""
+    cards = []
+    for p, (without, with_lora) in enumerate(pairs):
+        common = without.manifest[KEY + ["prompt", "path"]].merge(with_lora.manifest[KEY + ["path"]], on=KEY,
+                                                                    suffixes=("", "_lora"))
+        common = common[common["sample_index"] == common["sample_index"].min()] if not common.empty else common
+        chosen = common.sample(min(options.pairs, len(common)), random_state=options.seed).sort_values(KEY)
+        for row in chosen.itertuples():
+            pictures = []
+            for run, relative, caption in ((without, row.path, "without LoRA"),
+                                           (with_lora, row.path_lora, f"with {lora_name(with_lora.tags['lora'])}")):
+                source = run.dir / relative
+                target = images / f"lora{p}_{caption.split()[0]}_{row.suite}_{row.prompt_id}{source.suffix}"
+                if source.is_file():
+                    shutil.copyfile(source, target)
+                pictures.append(Picture(f"{IMAGES_DIR}/{target.name}" if source.is_file() else None,
+                                        [run.name, caption]))
+            cards.append(Card(row.prompt, pictures))
+    return cards
+
+
 def run_sections(runs: list[Run], figures: Path, images: Path, options: Options) -> list[Section]:
     sections = []
     listing = pd.DataFrame([{"run": r.name, "folder": str(r.dir), "images": len(r.manifest),
@@ -146,6 +203,13 @@ def run_sections(runs: list[Run], figures: Path, images: Path, options: Options)
     if not inpainting.empty:
         sections.append(Section("Inpainting").text("Figure 13, right: the inpainting metrics per run and mask "
                                                    "policy.").table(inpainting))
+    pairs = lora_pairs(runs)
+    table = lora_table(pairs)
+    if not table.empty:
+        sections.append(Section("LoRA reapplied").text(
+            "Figure 8: each model with the LoRA merged (`bench.run --lora`) against the same model, steps, guidance "
+            "and seeds without it.").table(table)
+            .figure(charts.lora_effect(table, figures / "lora.png")).cards(paired_cards(pairs, images, options)))
     sections.append(samples_section(runs, images, options))
     return sections
 

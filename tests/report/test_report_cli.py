@@ -11,7 +11,7 @@ from annotate.study import create_study
 from bench.report import charts
 from bench.report.__main__ import PROG, main
 from bench.report.publish import build_report
-from bench.report.runs import editing_points, scaling_points
+from bench.report.runs import editing_points, lora_pairs, lora_table, scaling_points
 from bench.report.sections import Options
 from bench.report.study import load_study
 from bench.runfolder import fake_prompts, fake_scores, read_runs, write_fake_run
@@ -196,3 +196,31 @@ def test_failure_while_rendering_leaves_the_old_report(results, monkeypatch):
         build_report(load_study(str(results / "study.db"), None), [], out, Options(bootstrap=200, bt_bootstrap=40))
     assert (out / "index.html").read_text() == "previous report"
     assert not [p for p in results.iterdir() if p.name.startswith(".report-")]  # no staging left behind
+
+
+def test_figure_8_pairs_each_run_with_a_lora_with_the_same_run_without_it(tmp_path):
+    """The paper's reapplication of the DPO-LoRA: teacher and student, each without and with the LoRA; a run with a
+    LoRA whose plain twin is missing (other steps) is not paired."""
+    prompts = fake_prompts(3)
+    lora = str(tmp_path / "dpo-evaluator" / "lora")
+    runs = []
+    for name, steps, tags, accuracy in (("shapes-sd3", 50, {}, 0.50), ("shapes-sd3", 50, {"lora": lora}, 0.56),
+                                        ("shapes-turbo", 1, {}, 0.45),
+                                        ("shapes-turbo", 1, {"lora": lora, "lora_scale": 0.5}, 0.47),
+                                        ("shapes-turbo", 4, {"lora": lora}, 0.52)):
+        runs.append(write_fake_run(tmp_path / f"{name}-{steps}-{len(tags)}", name, steps, prompts, 1, suite="shapes",
+                                   size=8, tags=tags, scores={"shapes": {"accuracy": accuracy, "n_images": 3}}))
+    read = read_runs(runs)
+    pairs = lora_pairs(read)
+    assert [(a.name, b.name) for a, b in pairs] == [(read[0].name, read[1].name), (read[2].name, read[3].name)]
+    table = lora_table(pairs)
+    assert table["metric"].tolist() == ["accuracy", "accuracy"]  # counts are not compared
+    assert table["change"].round(4).tolist() == [0.06, 0.02] and table["lora"].tolist() == ["dpo-evaluator"] * 2
+    assert table["lora_scale"].tolist() == [1.0, 0.5]
+    out = tmp_path / "report"
+    assert main(["--runs", *map(str, runs), "--out", str(out)]) == 0
+    assert "## LoRA reapplied" in (out / "summary.md").read_text()
+    assert (out / "figures" / "lora.png").is_file()
+    html = (out / "index.html").read_text()
+    assert html.count("without LoRA") >= 2 * 3 and "with dpo-evaluator" in html
+    assert len(list((out / "pairs").glob("lora*"))) == 2 * 2 * 3
