@@ -13,6 +13,7 @@ import pandas as pd
 from ladd.shapes.findings import measure
 from ladd.shapes.findings.plan import BenchRun, arm_run, teacher_run
 from ladd.shapes.findings.protocol import REAL, Arm, Layout, Protocol
+from ladd.shapes.findings.stages import shown
 
 STUDY_STEPS = 4  # the students in a study are sampled with 4 steps (Fig. 10)
 
@@ -190,7 +191,7 @@ def metrics_table(finding: Finding, protocol: Protocol, values: dict, sizes: dic
         settings = asdict(run.arm) if run.arm else {}
         for metric, resamples in values[run.label].items():
             estimate, low, high = measure.interval(resamples)
-            rows.append({"finding": finding.name, "run": run.label, "model": str(run.model),
+            rows.append({"finding": finding.name, "run": run.label, "model": shown(run.model),
                          "steps": run.steps if run.steps else "default", "metric": metric, "estimate": estimate,
                          "ci_low": low, "ci_high": high, "prompts": sizes[run.label][0],
                          "images": sizes[run.label][1], **settings,
