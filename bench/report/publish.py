@@ -7,6 +7,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from bench.report.findings import finding_sections
 from bench.report.render import render_html, render_markdown
 from bench.report.runs import run_sections
 from bench.report.sections import FIGURES_DIR, IMAGES_DIR, Options
@@ -28,7 +29,9 @@ def publish(staging: Path, out: Path) -> None:
         shutil.move(str(item), str(target))
 
 
-def build_report(study: Study | None, runs: list[Run], out: Path, options: Options = Options()) -> Path:
+def build_report(study: Study | None, runs: list[Run], out: Path, options: Options = Options(),
+                 findings: dict | None = None) -> Path:
+    """`findings`: the tables `bench.report.findings.load_findings` read (read before anything is written)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".report-", dir=out.parent))
     try:
@@ -40,6 +43,8 @@ def build_report(study: Study | None, runs: list[Run], out: Path, options: Optio
             sections += human_sections(study, figures, images, options)
         if runs:
             sections += run_sections(runs, figures, images, options)
+        if findings:
+            sections += finding_sections(findings, figures)
         html_name, markdown_name = OUTPUTS
         (staging / html_name).write_text(render_html(sections), encoding="utf-8")
         (staging / markdown_name).write_text(render_markdown(sections), encoding="utf-8")
