@@ -130,6 +130,9 @@ SHAPES_MODELS = {
     "shapes-edit-turbo": ("models/shapes-edit-turbo", "the shapes world's LADD edit student"),
     "shapes-inpaint-turbo": ("models/shapes-inpaint-turbo", "the shapes world's LADD inpainting student"),
 }
+# Shapes models not committed with the zoo (docs/image-to-image.md): the command that builds each.
+SHAPES_BUILDS = {"shapes-sd3-edit": "python -m ladd.shapes.image_to_image edit",
+                 "shapes-sd3-inpaint": "python -m ladd.shapes.image_to_image inpaint"}
 # Classical inpainting (OpenCV, no weights): the shapes table's stand-in for LaMa (bench.classical).
 CLASSICAL_MODELS = {
     "opencv-telea": ("telea", "OpenCV's fast-marching inpainting (Telea 2004): fills a hole from its border"),
@@ -172,6 +175,9 @@ def resolve_model(model: str) -> ModelSpec:
     if model in SHAPES_MODELS:
         spec = shapes_spec(model)
         if not (Path(spec.source) / "model_index.json").is_file():
+            if model in SHAPES_BUILDS:
+                raise ModelUnavailable(f"{model}: {spec.source} not found (not committed with the zoo; build it with "
+                                       f"`{SHAPES_BUILDS[model]}`), or pass --model /local/dir")
             raise ModelUnavailable(f"{model}: {spec.source} not found (the shapes zoo is committed under models/; "
                                    f"update your checkout), or pass --model /local/dir")
         return spec

@@ -189,18 +189,22 @@ def _component_contents(folder: Path) -> dict[str, object]:
     return contents
 
 
-def link_identical_components(pipeline_dir: str | Path, reference_dir: str | Path) -> list[str]:
+def link_identical_components(pipeline_dir: str | Path, reference_dir: str | Path,
+                              replaces: str | Path | None = None) -> list[str]:
     """Replace component folders identical to the reference pipeline's (same weights and configs) with relative
     symlinks.
 
     A distilled student shares its teacher's VAE, text encoders and tokenizers; linking them keeps a repository
     that holds both (the committed shapes zoo) small, while each folder still loads on its own. A link points at the
     folder that holds the files (a teacher's own link is followed), so the student does not need the teacher's folder.
+    `replaces`: the folder this one will replace (a model rewritten in place); nothing links into it.
     """
     pipeline_dir, reference_dir = Path(pipeline_dir), Path(reference_dir)
     linked = []
     for component in sorted(p for p in pipeline_dir.iterdir() if p.is_dir() and not p.is_symlink()):
         twin = reference_dir / component.name
+        if replaces is not None and twin.resolve().is_relative_to(Path(replaces).resolve()):
+            continue
         if twin.is_dir() and _component_contents(component) == _component_contents(twin.resolve()):
             shutil.rmtree(component)
             component.symlink_to(os.path.relpath(twin.resolve(), pipeline_dir.resolve()))

@@ -200,7 +200,7 @@ def build(task: str, cfg: dict, out_dir: Path, work_dir: Path) -> dict:
     staging = out_dir / f"{cfg['name']}.partial"
     shutil.rmtree(staging, ignore_errors=True)
     save_pipeline(pipe, staging, **defaults)
-    link_identical_components(staging, pipeline_folder(cfg["base"]))  # the VAE and text encoders
+    link_identical_components(staging, pipeline_folder(cfg["base"]), replaces=out_dir / cfg["name"])
     swap_in(staging, out_dir / cfg["name"])
     report = {"task": task, "config": cfg, "minutes": {"data": prepared, "training": (time.time() - started) / 60
                                                       - prepared}}

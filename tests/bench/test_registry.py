@@ -138,3 +138,11 @@ def test_default_model_prefers_the_student(tmp_path, monkeypatch):
     spec = resolve_model("shapes-turbo")
     assert spec.kind == "folder" and spec.source == str(tmp_path / "shapes-turbo")
     assert spec.defaults == {"num_inference_steps": 4}
+
+
+def test_a_shapes_model_not_committed_says_how_to_build_it(monkeypatch, tmp_path):
+    monkeypatch.setattr(registry, "MODELS_DIR", tmp_path)
+    with pytest.raises(ModelUnavailable, match=r"python -m ladd\.shapes\.image_to_image inpaint"):
+        resolve_model("shapes-sd3-inpaint")
+    with pytest.raises(ModelUnavailable, match="update your checkout"):
+        resolve_model("shapes-turbo")
