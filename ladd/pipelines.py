@@ -189,24 +189,39 @@ def _component_contents(folder: Path) -> dict[str, object]:
     return contents
 
 
-def link_identical_components(pipeline_dir: str | Path, reference_dir: str | Path,
-                              replaces: str | Path | None = None) -> list[str]:
-    """Replace component folders identical to the reference pipeline's (same weights and configs) with relative
-    symlinks.
+def link_components(pipeline_dir: str | Path, reference_dir: str | Path, names: list[str],
+                    replaces: str | Path | None = None) -> list[str]:
+    """Replace the named component folders with relative symlinks to the reference pipeline's.
 
-    A distilled student shares its teacher's VAE, text encoders and tokenizers; linking them keeps a repository
-    that holds both (the committed shapes zoo) small, while each folder still loads on its own. A link points at the
-    folder that holds the files (a teacher's own link is followed), so the student does not need the teacher's folder.
-    `replaces`: the folder this one will replace (a model rewritten in place); nothing links into it.
+    A link points at the folder that holds the files (a reference's own link is followed), so a student does not
+    need its teacher's folder; `replaces` is the folder this one will replace (a model rewritten in place), and
+    nothing links into it.
     """
     pipeline_dir, reference_dir = Path(pipeline_dir), Path(reference_dir)
     linked = []
-    for component in sorted(p for p in pipeline_dir.iterdir() if p.is_dir() and not p.is_symlink()):
-        twin = reference_dir / component.name
-        if replaces is not None and twin.resolve().is_relative_to(Path(replaces).resolve()):
+    for name in names:
+        component, twin = pipeline_dir / name, reference_dir / name
+        if not twin.is_dir() or (replaces is not None and twin.resolve().is_relative_to(Path(replaces).resolve())):
             continue
-        if twin.is_dir() and _component_contents(component) == _component_contents(twin.resolve()):
+        if component.is_symlink():
+            component.unlink()
+        else:
             shutil.rmtree(component)
-            component.symlink_to(os.path.relpath(twin.resolve(), pipeline_dir.resolve()))
-            linked.append(component.name)
+        component.symlink_to(os.path.relpath(twin.resolve(), pipeline_dir.resolve()))
+        linked.append(name)
     return linked
+
+
+def link_identical_components(pipeline_dir: str | Path, reference_dir: str | Path,
+                              replaces: str | Path | None = None) -> list[str]:
+    """Replace component folders identical to the reference pipeline's (same weights and configs) with relative
+    symlinks (`link_components`).
+
+    A distilled student shares its teacher's VAE, text encoders and tokenizers; linking them keeps a repository
+    that holds both (the committed shapes zoo) small, while each folder still loads on its own.
+    """
+    pipeline_dir, reference_dir = Path(pipeline_dir), Path(reference_dir)
+    identical = [p.name for p in sorted(pipeline_dir.iterdir()) if p.is_dir() and not p.is_symlink()
+                 and (reference_dir / p.name).is_dir()
+                 and _component_contents(p) == _component_contents((reference_dir / p.name).resolve())]
+    return link_components(pipeline_dir, reference_dir, identical, replaces)

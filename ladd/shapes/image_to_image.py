@@ -39,7 +39,7 @@ from ladd.inpaint_pipeline import StableDiffusion3ChannelInpaintPipeline
 from ladd.logs import MetricsLog
 from ladd.losses import diffusion_loss
 from ladd.paths import CONFIGS_DIR, MODELS_DIR, RESULTS_DIR
-from ladd.pipelines import link_identical_components, load_pipeline, pipeline_folder
+from ladd.pipelines import link_components, load_pipeline, pipeline_folder
 from ladd.shapes.build import PromptTable
 from ladd.shapes.data import BUCKET_SHARES, render_pool
 from ladd.shapes.edits import EDIT_KINDS, sample_edit
@@ -200,7 +200,10 @@ def build(task: str, cfg: dict, out_dir: Path, work_dir: Path) -> dict:
     staging = out_dir / f"{cfg['name']}.partial"
     shutil.rmtree(staging, ignore_errors=True)
     save_pipeline(pipe, staging, **defaults)
-    link_identical_components(staging, pipeline_folder(cfg["base"]), replaces=out_dir / cfg["name"])
+    # continued training changes only the transformer: every other component is the base's (a re-saved tokenizer
+    # gains config keys, so comparing bytes would keep copies)
+    untouched = [p.name for p in staging.iterdir() if p.is_dir() and p.name != "transformer"]
+    link_components(staging, pipeline_folder(cfg["base"]), untouched, replaces=out_dir / cfg["name"])
     swap_in(staging, out_dir / cfg["name"])
     report = {"task": task, "config": cfg, "minutes": {"data": prepared, "training": (time.time() - started) / 60
                                                       - prepared}}

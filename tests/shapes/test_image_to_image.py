@@ -40,6 +40,9 @@ def test_both_teachers_grow_the_text_to_image_teacher_and_load_as_their_pipeline
         pipe = load_pipeline(i2i_teachers / name)
         assert type(pipe) is cls and pipe.transformer.config.in_channels == channels
         assert pipe.transformer.config.out_channels == 4 and pipe.transformer.config.num_layers == base.config.num_layers
+        folders = [p for p in (i2i_teachers / name).iterdir() if p.is_dir()]
+        assert {p.name for p in folders if not p.is_symlink()} == {"transformer"}  # the rest is the base's
+        assert all(p.resolve().parent == smoke_teacher.resolve() for p in folders if p.is_symlink())
     defaults = json.loads((i2i_teachers / "shapes-sd3-edit" / "sampling_defaults.json").read_text())
     assert defaults["image_guidance_scale"] == 1.5 and defaults["guidance_scale"] == 4.0
 
