@@ -44,7 +44,7 @@ from ladd.pipelines import latent_downsampling
 from ladd.shapes.data import BucketSampler, render_pool
 from ladd.shapes.grammar import one_attribute_changes, parse_prompt, scene_to_prompt
 from ladd.shapes.heldout import heldout_prompts
-from ladd.shapes.optim import make_optimizer
+from ladd.shapes.optim import make_optimizer, training_step
 from ladd.shapes.scene_encoder import train_scene_encoder
 from ladd.shapes.zoo import (
     assemble_pipeline,
@@ -273,15 +273,8 @@ def train_teacher(pipe, pool, encoded, cfg: dict, log: MetricsLog, seed: int, sn
         prompt_embeds, pooled = prompt_table(prompts)
         loss = diffusion_loss(transformer, x0, prompt_embeds, pooled, cfg["logit_mean"], cfg["logit_std"],
                               generator=generator)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(transformer.parameters(), cfg["max_grad_norm"])
-        optimizer.step()
-        schedule.step()
-        ema.step(transformer.parameters())
-        if step % 50 == 0 or step == cfg["steps"] - 1:
-            log.write(step=step, loss=loss.item(), grad_norm=grad_norm.item(), lr=schedule.get_last_lr()[0],
-                      minutes=(time.time() - started) / 60)
+        training_step(loss, transformer, optimizer, schedule, ema, cfg["max_grad_norm"], log, step, cfg["steps"] - 1,
+                      started)
         if snapshot_dir and cfg["snapshot_every"] and (step + 1) % cfg["snapshot_every"] == 0:
             ema_state = {n: p.detach().clone() for n, p in zip(
                 [n for n, _ in transformer.named_parameters()], ema.shadow_params)}

@@ -44,7 +44,7 @@ from ladd.shapes.build import PromptTable
 from ladd.shapes.data import BUCKET_SHARES, render_pool
 from ladd.shapes.edits import EDIT_KINDS, sample_edit
 from ladd.shapes.heldout import heldout_edit_keys, heldout_prompts
-from ladd.shapes.optim import make_optimizer
+from ladd.shapes.optim import make_optimizer, training_step
 from ladd.shapes.render import BUCKETS
 from ladd.shapes.zoo import save_pipeline
 
@@ -157,15 +157,8 @@ def continue_training(transformer, data, bucket_sizes: list[int], cfg: dict, log
         x0, embeds, pooled, condition = data.batch(bucket, index, generator)
         loss = diffusion_loss(transformer, x0, embeds, pooled, cfg["logit_mean"], cfg["logit_std"],
                               image_latents=condition, generator=generator)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(transformer.parameters(), cfg["max_grad_norm"])
-        optimizer.step()
-        schedule.step()
-        ema.step(transformer.parameters())
-        if step % 50 == 0 or step == cfg["steps"] - 1:
-            log.write(step=step, loss=loss.item(), grad_norm=grad_norm.item(), lr=schedule.get_last_lr()[0],
-                      minutes=(time.time() - started) / 60)
+        training_step(loss, transformer, optimizer, schedule, ema, cfg["max_grad_norm"], log, step, cfg["steps"] - 1,
+                      started)
     ema.copy_to(transformer.parameters())
     return transformer.eval()
 
