@@ -106,3 +106,19 @@ def test_the_inpainting_pipeline_takes_any_latent_channel_count(guidance, branch
     assert image.size == (32, 32) and [s[:2] for s in seen] == [(branches, 9)] * 2
     pipe.save_pretrained(tmp_path / "inpaint")
     assert type(load_pipeline(tmp_path / "inpaint")) is StableDiffusion3ChannelInpaintPipeline
+
+
+@pytest.mark.parametrize("name, pipeline_class, channels", [
+    ("shapes-edit-turbo", "StableDiffusion3EditPipeline", 8),
+    ("shapes-inpaint-turbo", "StableDiffusion3ChannelInpaintPipeline", 9)])
+def test_the_committed_image_to_image_students_load_offline_with_the_consistency_sampler(name, pipeline_class,
+                                                                                        channels):
+    from ladd.paths import MODELS_DIR
+    from ladd.pipelines import load_pipeline
+    import json
+
+    pipe = load_pipeline(MODELS_DIR / name)
+    assert type(pipe).__name__ == pipeline_class and pipe.transformer.config.in_channels == channels
+    assert pipe.transformer.dtype == torch.float32  # float16 on disk
+    table = json.loads((MODELS_DIR / name / "sampling_defaults.json").read_text())["consistency_sigmas"]
+    assert table["1"] == [1.0] and table["4"] == [1.0, 0.75, 0.5, 0.25]
