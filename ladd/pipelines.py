@@ -212,8 +212,7 @@ def link_components(pipeline_dir: str | Path, reference_dir: str | Path, names: 
     return linked
 
 
-def link_identical_components(pipeline_dir: str | Path, reference_dir: str | Path,
-                              replaces: str | Path | None = None) -> list[str]:
+def link_identical_components(pipeline_dir: str | Path, reference_dir: str | Path) -> list[str]:
     """Replace component folders identical to the reference pipeline's (same weights and configs) with relative
     symlinks (`link_components`).
 
@@ -224,4 +223,4 @@ def link_identical_components(pipeline_dir: str | Path, reference_dir: str | Pat
     identical = [p.name for p in sorted(pipeline_dir.iterdir()) if p.is_dir() and not p.is_symlink()
                  and (reference_dir / p.name).is_dir()
                  and _component_contents(p) == _component_contents((reference_dir / p.name).resolve())]
-    return link_components(pipeline_dir, reference_dir, identical, replaces)
+    return link_components(pipeline_dir, reference_dir, identical)
