@@ -181,8 +181,9 @@ def default_out(spec, suites: list[str], args) -> Path:
     if args.vae:
         parts.append(f"vae-{Path(args.vae).resolve().name}")
     if args.lora:
-        lora = Path(args.lora).resolve()
-        parts.append(f"lora-{lora.parent.name if lora.name == 'lora' else lora.name}"
+        from bench.runfolder import lora_label
+
+        parts.append(f"lora-{lora_label(Path(args.lora).resolve())}"
                      + (f"x{args.lora_scale:g}" if args.lora_scale != 1.0 else ""))
     return RESULTS_DIR / "-".join(parts)
 

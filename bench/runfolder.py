@@ -511,3 +511,10 @@ def fake_scores(prompts: pd.DataFrame, suite: str, clip: float) -> dict:
     per_category = {c: {"clip_score": round(clip + 0.002 * i, 4)}
                     for i, c in enumerate(sorted(prompts["category"].unique()))}
     return {suite: {"clip_score": clip, "per_category": per_category}}
+
+
+def lora_label(folder: str | Path) -> str:
+    """The name of a run's merged LoRA (its `lora` tag) for folder names and reports: `ladd.dpo` writes OUT/lora,
+    so that one is named by OUT."""
+    folder = Path(str(folder))
+    return folder.parent.name if folder.name == "lora" else folder.name

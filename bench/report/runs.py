@@ -11,7 +11,7 @@ import pandas as pd
 
 from bench.report import charts
 from bench.report.sections import IMAGES_DIR, Card, Options, Picture, Section
-from bench.runfolder import KEY, Run
+from bench.runfolder import KEY, Run, lora_label
 
 
 def scalar_metrics(scores: dict) -> dict:
@@ -129,11 +129,6 @@ def lora_pairs(runs: list[Run]) -> list[tuple[Run, Run]]:
     return [(plain[same_sampling(r)], r) for r in runs if "lora" in r.tags and same_sampling(r) in plain]
 
 
-def lora_name(path: str) -> str:
-    path = Path(str(path))
-    return path.parent.name if path.name == "lora" else path.name  # ladd.dpo writes OUT/lora
-
-
 def lora_table(pairs: list[tuple[Run, Run]]) -> pd.DataFrame:
     """One row per pair, suite and metric both runs have: the value without and with the LoRA, and the change."""
     rows = []
@@ -143,7 +138,7 @@ def lora_table(pairs: list[tuple[Run, Run]]) -> pd.DataFrame:
             after = scalar_metrics(values if isinstance(values, dict) else {})
             for metric in (m for m in after if m in before and not m.startswith("n_")):
                 rows.append({"model": Path(str(without.config.get("model", without.name))).name,
-                             "steps": without.config.get("steps"), "lora": lora_name(with_lora.tags["lora"]),
+                             "steps": without.config.get("steps"), "lora": lora_label(with_lora.tags["lora"]),
                              "lora_scale": float(with_lora.tags.get("lora_scale", 1.0)), "suite": suite,
                              "metric": metric, "without": before[metric], "with": after[metric],
                              "change": after[metric] - before[metric]})
@@ -161,7 +156,7 @@ def paired_cards(pairs: list[tuple[Run, Run]], images: Path, options: Options) -
         for row in chosen.itertuples():
             pictures = []
             for run, relative, caption in ((without, row.path, "without LoRA"),
-                                           (with_lora, row.path_lora, f"with {lora_name(with_lora.tags['lora'])}")):
+                                           (with_lora, row.path_lora, f"with {lora_label(with_lora.tags['lora'])}")):
                 source = run.dir / relative
                 target = images / f"lora{p}_{caption.split()[0]}_{row.suite}_{row.prompt_id}{source.suffix}"
                 if source.is_file():
