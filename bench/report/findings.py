@@ -27,7 +27,7 @@ from bench.report.charts import MODEL_COLOUR, QUESTION_TITLES, _save  # noqa: E4
 from bench.report.sections import Section  # noqa: E402
 
 FINDINGS = {"steps": "Fig. 11: 1 against 4 steps", "scaling": "Fig. 7: scaling", "renoise": "Fig. 4: renoising "
-            "distribution", "data": "Fig. 5: synthetic against real data"}
+            "distribution", "data": "Fig. 5: synthetic against real data", "dpo": "Fig. 8: DPO-LoRA"}
 METRICS = ("accuracy", "clip_score", "fd_clip")  # the issue's three; check_score stays in the tables
 METRIC_TITLES = {"accuracy": "exact accuracy ↑", "clip_score": "CLIP score ↑", "fd_clip": "FD in CLIP space ↓",
                  "check_score": "checks passed ↑"}
@@ -94,6 +94,16 @@ def scaling_points(metrics: pd.DataFrame) -> pd.DataFrame:
         keep = first_seed & np.logical_and.reduce([table[d] == centre[d] for d in others])
         parts.append(table[keep].assign(dimension=dimension, depth=table.loc[keep, dimension]))
     return pd.concat(parts, ignore_index=True)
+
+
+def dpo_label(row: pd.Series) -> str:
+    """Fig. 8's chain: teacher / DPO teacher (its preference source), LADD / DPO-LADD student, + the LoRA reapplied."""
+    if pd.isna(row.get("student_depth")):  # a teacher's run: teacher-d4, teacher-d4-dpo-<source>
+        name = str(row["run"])
+        return f"DPO teacher\n({name.split('-dpo-')[1]})" if "-dpo-" in name else "teacher"
+    label = "DPO-LADD" if isinstance(row.get("dpo"), str) and row["dpo"] else "LADD"
+    lora = row.get("lora")
+    return label + (f" + LoRA\n({lora})" if isinstance(lora, str) and lora else "")
 
 
 def data_label(row: pd.Series) -> str:
@@ -241,6 +251,9 @@ def finding_sections(findings: dict[str, dict[str, pd.DataFrame]], figures: Path
         elif name == "renoise":
             section.figure(metric_panels(metrics[metrics["seed"] == metrics["seed"].min()],
                                          lambda r: r["logit_mean"], "renoising mean m", path))
+        elif name == "dpo":
+            first_seed = metrics["seed"].isna() | (metrics["seed"] == metrics["seed"].min())
+            section.figure(metric_panels(metrics[first_seed], dpo_label, "", path, line=False))
         elif name == "data":
             section.figure(metric_panels(metrics[metrics["seed"] == metrics["seed"].min()], data_label,
                                          "training data", path, line=False))

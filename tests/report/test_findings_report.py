@@ -74,6 +74,19 @@ def test_panel_points_place_each_run(tables):
     assert order is None and list(points.loc[points["metric"] == "fd_clip", "position"]) == [-1.0, 2.0]
 
 
+def test_dpo_labels_name_each_link_of_the_chain():
+    rows = pd.DataFrame(metric_rows("dpo", "teacher-d4", "default", {}, 0.5)
+                        + metric_rows("dpo", "teacher-d4-dpo-evaluator", "default", {}, 0.55)
+                        + metric_rows("dpo", "c-1step", 1, arm(4, 4, 4, lora=""), 0.4)
+                        + metric_rows("dpo", "c-lora-1step", 1, arm(4, 4, 4, lora="study"), 0.42)
+                        + metric_rows("dpo", "d-lora-1step", 1, arm(4, 4, 4, dpo="evaluator", lora="evaluator"), 0.45))
+    rows.loc[rows["run"].str.startswith("teacher"), "student_depth"] = None
+    rows["lora"], rows["dpo"] = rows["lora"].replace("", None), rows["dpo"].fillna("")
+    _, order = findings.panel_points(rows, findings.dpo_label)
+    assert order == ["teacher", "DPO teacher\n(evaluator)", "LADD", "LADD + LoRA\n(study)",
+                     "DPO-LADD + LoRA\n(evaluator)"]
+
+
 def test_report_draws_each_finding(tables, tmp_path, capsys):
     out = tmp_path / "report"
     assert main(["--findings", str(tables), "--out", str(out)]) == 0

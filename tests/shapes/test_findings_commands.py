@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from bench.runfolder import read_json
-from ladd.shapes.findings import data, renoise, scaling, steps
+from ladd.preferences import read_preferences
+from ladd.shapes.findings import data, dpo, renoise, scaling, steps
 from tests.conftest import cli_exit_code
 
-pytestmark = pytest.mark.slow  # ~40 s on 2 shared cores: four findings' worth of tiny runs
+pytestmark = pytest.mark.slow  # ~60 s on 2 shared cores: five findings' worth of tiny runs
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +83,29 @@ def test_renoise_data_and_steps_share_the_centre(work, capsys):
     assert set(study["question"]) == {"alignment", "quality"} and (study["votes"] > 0).all()
     contrasts = pd.read_csv(work / "tables" / "steps-contrasts.csv")
     assert set(contrasts["contrast"]) == {"4 steps − 1 step"} and (contrasts["seed_spread"] >= 0).all()
+
+
+def test_dpo_chain_from_study_votes_to_the_reapplied_lora(work):
+    """Sec. 4.5 on smoke models: study votes -> pairs -> DPO teacher -> its data -> LADD from it -> LoRA reapplied."""
+    assert run(dpo, work) == 0
+    pairs = read_preferences(work / "dpo" / "study" / "pairs.parquet")
+    assert len(pairs) > 0 and set(pairs["source"]) <= {"study:alignment", "study:quality"}
+    dpo_teacher = work / "dpo" / "study" / "dpo-study" / "pipeline"
+    assert (dpo_teacher / "model_index.json").is_file()
+    config = read_json(work / "runs" / "s1-t1-g1-m1-distill0-seed0-dpo-study" / "config.json")
+    # the DPO teacher is student initialisation, teacher and data generator
+    assert config["teacher"] == config["student_from"] == str(dpo_teacher)
+    assert config["data"] == str(work / "data" / "synth-g1-dpo-study")
+    assert str(dpo_teacher) in json.loads((work / "done" / "synth-g1-dpo-study.json").read_text())["argv"]
+    tags = read_json(work / "bench" / "s1-t1-g1-m1-distill0-seed0-dpo-study-lora-study-4step" / "config.json")["tags"]
+    assert tags["dpo"] == "study" and float(tags["lora_scale"]) == 1.0
+    assert tags["lora"] == str(work / "dpo" / "study" / "dpo-study" / "lora")
+    contrasts = set(pd.read_csv(work / "tables" / "dpo-contrasts.csv")["contrast"])
+    assert {"DPO teacher (study) − teacher", "LADD + LoRA (study) − LADD, at 4 steps",
+            "DPO-LADD − LADD, at 1 step", "DPO-LADD + LoRA − LADD, at 1 step"} <= contrasts
+    study = pd.read_csv(work / "tables" / "dpo-study.csv")
+    assert set(study["model"]) == {"s1-t1-g1-m1-distill0-seed0-dpo-study-lora-study-1step"}
+    assert set(study["baseline"]) == {"s1-t1-g1-m1-distill0-seed0-1step", "s1-t1-g1-m1-distill0-seed0-dpo-study-1step"}
 
 
 def test_a_given_student_and_protocol_guard(work, tmp_path):

@@ -4,6 +4,7 @@
     python -m ladd.shapes.findings.renoise   ...      (Fig. 4: t̂ ~ logit-normal(m, 1), m ∈ {−1, 0, 1, 2})
     python -m ladd.shapes.findings.data      ...      (Fig. 5: synthetic vs real data, with and without L_distill)
     python -m ladd.shapes.findings.steps     ...      (Fig. 11: 1 vs 4 steps of one student, metrics and study)
+    python -m ladd.shapes.findings.dpo       ...      (Sec. 4.5, Fig. 8: DPO teacher, DPO-LADD, the LoRA reapplied)
 
 (Fig. 7, `scaling`: student / teacher / data-generator depth around the centre, and the study of Figs. 9–11:
 students of each depth against the centre.) Every command plans the same kind of stages — pretrained models of

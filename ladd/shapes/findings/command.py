@@ -1,7 +1,7 @@
 """The command every finding shares: `python -m ladd.shapes.findings.<finding> [options]`.
 
     --plan          list the stages, their commands and what is done; run nothing
-    --stage GROUP   run only zoo, data, train, bench, study or table stages (default: all, in that order)
+    --stage GROUP   run only zoo, dpo, data, train, bench, study or table stages (default: all, in that order)
     --smoke         tiny models, seconds (the tests); work folder results/findings-smoke, tables under it
     --work DIR      the work folder, shared by the findings (default results/findings)
     --out DIR       where the tables go (default docs/findings)
@@ -22,7 +22,7 @@ from pathlib import Path
 from ladd.cli import LaddError, OneLineParser
 from ladd.paths import REPO_ROOT, RESULTS_DIR
 from ladd.shapes.findings import definitions
-from ladd.shapes.findings.plan import bench_stages, data_stages, study_stages, train_stages, zoo_stages
+from ladd.shapes.findings.plan import bench_stages, data_stages, dpo_stages, study_stages, train_stages, zoo_stages
 from ladd.shapes.findings.protocol import FULL, SMOKE, Layout, Protocol
 from ladd.shapes.findings.stages import GROUPS, Stage, plan_text, run_stages, select, unique
 
@@ -31,6 +31,7 @@ def finding_stages(finding: definitions.Finding, protocol: Protocol, layout: Lay
                    student: Path | None) -> list[Stage]:
     depths = {d for arm in finding.arms for d in (arm.student_depth, arm.teacher_depth, arm.generator_depth)}
     stages = zoo_stages(protocol, layout, depths | {protocol.centre})
+    stages += dpo_stages(protocol, layout, list(finding.dpo_sources))
     stages += data_stages(protocol, layout, list(finding.arms))
     stages += train_stages(protocol, layout, list(finding.arms))
     stages += bench_stages(protocol, layout, list(finding.runs))

@@ -1,4 +1,4 @@
-"""The four findings: their arms, the contrasts that test the paper's claims (fixed before any run), the study's
+"""The findings: their arms, the contrasts that test the paper's claims (fixed before any run), the study's
 comparisons, and the tables written from the runs (`<finding>.csv`, `<finding>-contrasts.csv`,
 `<finding>-study.csv` under --out, which `python -m bench.report --findings` draws).
 """
@@ -51,6 +51,7 @@ class Finding:
     runs: tuple[BenchRun, ...]
     contrasts: tuple[Contrast, ...]
     study: StudyPlan | None = None
+    dpo_sources: tuple[str, ...] = ()  # DPO teachers to make first (Sec. 4.5)
 
 
 def difference(name: str, a: BenchRun, b: BenchRun, expected: int, claim: str) -> Contrast:
@@ -169,7 +170,47 @@ def steps(protocol: Protocol, layout: Layout, student: Path | None = None) -> Fi
                    contrasts, StudyPlan(study_name, four, (teacher, one), expected, claims))
 
 
-FINDINGS = {"scaling": scaling, "renoise": renoise, "data": data, "steps": steps}
+def dpo(protocol: Protocol, layout: Layout, student: Path | None = None) -> Finding:
+    """Sec. 4.5 / Fig. 8: DPO teachers (one per preference source), LADD from the first one's DPO teacher (student
+    initialisation, teacher and data generator), and its LoRA reapplied to the students; the study at one step, as
+    the paper's 56% against the initial LADD student."""
+    chain = protocol.dpo_sources[0]
+    centre, dpo_arm = protocol.centre_arm(), protocol.vary(dpo=chain)
+    arms = (dpo_arm, *(protocol.centre_arm(seed) for seed in protocol.seeds))  # its own arm first: the centre's may be training elsewhere
+    teacher = teacher_run(protocol, layout)
+    dpo_teachers = [BenchRun(f"{teacher.label}-dpo-{source}", layout.dpo_teacher(source), None)
+                    for source in protocol.dpo_sources]
+    runs = [teacher, *dpo_teachers, *centre_runs(protocol, layout)]
+    contrasts = [difference(f"DPO teacher ({source}) − teacher", run, teacher, +1,
+                            "DPO fine-tuning improves the teacher (the premise of Sec. 4.5)")
+                 for source, run in zip(protocol.dpo_sources, dpo_teachers)]
+    for steps in protocol.eval_steps:
+        ladd, dpo_ladd = arm_run(centre, steps, layout), arm_run(dpo_arm, steps, layout)
+        with_lora = [arm_run(centre, steps, layout, lora=source) for source in protocol.dpo_sources]
+        dpo_ladd_lora = arm_run(dpo_arm, steps, layout, lora=chain)
+        runs += [*with_lora, dpo_ladd, dpo_ladd_lora]
+        contrasts += [difference(f"LADD + LoRA ({source}) − LADD, {at(steps)}", run, ladd, +1,
+                                 "reapplying the DPO-LoRA improves a LADD student")
+                      for source, run in zip(protocol.dpo_sources, with_lora)]
+        contrasts += [
+            difference(f"DPO-LADD − LADD, {at(steps)}", dpo_ladd, ladd, +1,
+                       "the DPO teacher as initialisation, teacher and generator gives a better student"),
+            difference(f"DPO-LADD + LoRA − DPO-LADD, {at(steps)}", dpo_ladd_lora, dpo_ladd, +1,
+                       "reapplying the original DPO-LoRA improves the DPO-LADD student further"),
+            difference(f"DPO-LADD + LoRA − LADD, {at(steps)}", dpo_ladd_lora, ladd, +1,
+                       "the final model beats the initial LADD student")]
+    one = min(protocol.eval_steps)
+    model = arm_run(dpo_arm, one, layout, lora=chain)
+    baselines = (arm_run(centre, one, layout), arm_run(dpo_arm, one, layout))
+    expected = {(b.label, q): 1 for b in baselines for q in ("alignment", "quality")}
+    claims = {baselines[0].label: "DPO-LADD + LoRA wins 56% against the initial LADD student at one step",
+              baselines[1].label: "reapplying the DPO-LoRA improves the DPO-LADD student"}
+    return Finding("dpo", "Fig. 8", "DPO on the teacher, LADD from the DPO teacher and the DPO-LoRA reapplied give a "
+                   "better student than plain LADD.", arms, tuple(runs), tuple(contrasts),
+                   StudyPlan("dpo", model, baselines, expected, claims), tuple(protocol.dpo_sources))
+
+
+FINDINGS = {"scaling": scaling, "renoise": renoise, "data": data, "steps": steps, "dpo": dpo}
 
 
 # --- tables --------------------------------------------------------------------------------------------------------
@@ -194,7 +235,7 @@ def metrics_table(finding: Finding, protocol: Protocol, values: dict, sizes: dic
             rows.append({"finding": finding.name, "run": run.label, "model": shown(run.model),
                          "steps": run.steps if run.steps else "default", "metric": metric, "estimate": estimate,
                          "ci_low": low, "ci_high": high, "prompts": sizes[run.label][0],
-                         "images": sizes[run.label][1], **settings,
+                         "images": sizes[run.label][1], **settings, "lora": run.lora,
                          "iterations": protocol.iterations if run.arm else None, "protocol": kind})
     return pd.DataFrame(rows)
 

@@ -16,19 +16,20 @@ BATCH_SIZE = 40  # comparisons per annotator (annotate.study's default)
 @dataclass(frozen=True)
 class BenchRun:
     """One benchmark run of a finding: a label (its folder under bench/), the model folder, the step count (None:
-    the model's own default) and the arm it came from (None for the teacher or a given student)."""
+    the model's own default), the arm it came from (None for a teacher or a given student) and a DPO-LoRA."""
 
     label: str
     model: Path
     steps: int | None
     arm: Arm | None = None
+    lora: str = ""  # the preference source of a DPO-LoRA merged into the model first (Sec. 4.5's reapplication)
 
     def tags(self) -> dict:
         return {**(self.arm.tags() if self.arm else {}), "finding_run": self.label}
 
 
-def arm_run(arm: Arm, steps: int, layout: Layout) -> BenchRun:
-    return BenchRun(f"{arm.name}-{steps}step", layout.student(arm), steps, arm)
+def arm_run(arm: Arm, steps: int, layout: Layout, lora: str = "") -> BenchRun:
+    return BenchRun(f"{arm.name}{f'-lora-{lora}' if lora else ''}-{steps}step", layout.student(arm), steps, arm, lora)
 
 
 def teacher_run(protocol: Protocol, layout: Layout) -> BenchRun:
@@ -71,11 +72,11 @@ def data_stages(protocol: Protocol, layout: Layout, arms: list[Arm]) -> list[Sta
         return []
     stages = [Stage("prompts", "data", "ladd.shapes.prompts",
                     ["--num", protocol.train_prompts, "--seed", 0, "--out", layout.prompts])]
-    for depth in sorted({a.generator_depth for a in arms if a.data == SYNTHETIC}):
-        generator = Arm(protocol.centre, protocol.centre, depth)
-        stages.append(Stage(f"synth-g{depth}", "data", "ladd.synth", [
-            "--model", layout.teacher(depth, protocol), "--prompts", layout.prompts, "--out", layout.data(generator),
-            *synth_arguments(protocol)]))
+    for depth, dpo in sorted({(a.generator_depth, a.dpo) for a in arms if a.data == SYNTHETIC}):
+        generator = Arm(protocol.centre, protocol.centre, depth, dpo=dpo)
+        stages.append(Stage(layout.data(generator).name, "data", "ladd.synth", [
+            "--model", layout.pretrained(depth, protocol, dpo), "--prompts", layout.prompts, "--out",
+            layout.data(generator), *synth_arguments(protocol)]))
     if any(a.data == REAL for a in arms):
         real = Arm(protocol.centre, protocol.centre, protocol.centre, data=REAL)
         stages.append(Stage("real-render", "data", "ladd.shapes.prompts", [
@@ -91,8 +92,8 @@ def data_stages(protocol: Protocol, layout: Layout, arms: list[Arm]) -> list[Sta
 
 def train_arguments(arm: Arm, protocol: Protocol, layout: Layout) -> list:
     """One protocol for every arm: only the arm's own knobs differ."""
-    return [protocol.train_config, f"teacher={layout.teacher(arm.teacher_depth, protocol)}",
-            f"student_from={layout.teacher(arm.student_depth, protocol)}", f"data={layout.data(arm)}",
+    return [protocol.train_config, f"teacher={layout.pretrained(arm.teacher_depth, protocol, arm.dpo)}",
+            f"student_from={layout.pretrained(arm.student_depth, protocol, arm.dpo)}", f"data={layout.data(arm)}",
             f"out={layout.run(arm)}", f"iterations={protocol.iterations}", f"batch_size={protocol.batch_size}",
             f"seed={arm.seed}", f"renoise.logit_mean={arm.logit_mean}", f"distill.weight={arm.distill_weight}",
             f"checkpoint_every={protocol.checkpoint_every}", "keep_checkpoints=2"]
@@ -106,6 +107,7 @@ def bench_arguments(run: BenchRun, protocol: Protocol, layout: Layout) -> list:
     argv = ["--model", run.model, "--suite", SUITE, "--samples-per-prompt", protocol.samples_per_prompt,
             "--out", layout.bench(run.label)]
     argv += ["--steps", run.steps] if run.steps else []
+    argv += ["--lora", layout.dpo_lora(run.lora)] if run.lora else []
     argv += ["--limit", protocol.eval_limit] if protocol.eval_limit else []
     for key, value in run.tags().items():
         argv += ["--tag", f"{key}={value}"]
@@ -153,3 +155,53 @@ def study_stages(name: str, model: BenchRun, baselines: list[BenchRun], protocol
               "--views", protocol.study_views, "--batch-size", BATCH_SIZE, "--db", db_path, "--name", name]
     return [Stage(f"study-{name}-create", "study", "annotate.study", create),
             Stage(f"study-{name}-votes", "study", "annotate.simulate", lambda: vote_arguments(db_path, protocol))]
+
+
+# --- DPO teachers (Sec. 4.5) --------------------------------------------------------------------------------------
+
+def dpo_train_arguments(source: str, protocol: Protocol, layout: Layout) -> list:
+    argv = [protocol.dpo_config, f"model={layout.teacher(protocol.centre, protocol)}",
+            f"preferences={layout.dpo(source) / 'pairs.parquet'}", f"out={layout.dpo_run(source)}"]
+    return argv + ([f"iterations={protocol.dpo_iterations}"] if protocol.dpo_iterations else [])
+
+
+def study_pair_stages(protocol: Protocol, layout: Layout) -> list[Stage]:
+    """Preference pairs from a study's votes: the centre teacher on training prompts at two guidance scales (a study
+    pairs images of one prompt and seed), each prompt shown once per image seed, evaluator-grounded annotators vote,
+    and `annotate.preferences` keeps the majorities."""
+    folder, teacher = layout.dpo("study"), layout.teacher(protocol.centre, protocol)
+    runs = [folder / f"teacher-cfg{scale:g}" for scale in protocol.dpo_study_guidance]
+    db_path = folder / "study.db"
+    stages = [Stage("dpo-study-prompts", "dpo", "ladd.shapes.prompts",
+                    ["--num", protocol.dpo_study_prompts, "--seed", 2, "--out", folder / "prompts.csv"])]
+    for scale, run in zip(protocol.dpo_study_guidance, runs):
+        stages.append(Stage(f"dpo-study-{run.name}", "dpo", "bench.run", [
+            "--model", teacher, "--suite", "custom", "--prompts", folder / "prompts.csv", "--samples-per-prompt",
+            protocol.dpo_study_samples, "--guidance", scale, *synth_arguments(protocol)[2:], "--no-score",
+            "--out", run]))
+    create = ["create", "--runs", *runs, "--suite", "custom", "--samples-per-prompt", protocol.dpo_study_samples,
+              "--views", protocol.dpo_study_samples, "--batch-size", BATCH_SIZE, "--db", db_path, "--name",
+              "dpo-preferences"]
+    return stages + [
+        Stage("dpo-study-create", "dpo", "annotate.study", create),
+        Stage("dpo-study-votes", "dpo", "annotate.simulate", lambda: vote_arguments(db_path, protocol)),
+        Stage("dpo-study-pairs", "dpo", "annotate.preferences",
+              ["--db", db_path, "--out", folder / "pairs.parquet"])]
+
+
+def dpo_stages(protocol: Protocol, layout: Layout, sources: list[str]) -> list[Stage]:
+    """A DPO teacher per preference source: the pairs (the exact evaluator's, or a study's votes), then `ladd.dpo`."""
+    stages = []
+    for source in sources:
+        if source == "evaluator":
+            stages.append(Stage("dpo-evaluator-pairs", "dpo", "ladd.shapes.preferences", [
+                "--model", layout.teacher(protocol.centre, protocol), "--prompts", protocol.dpo_prompts,
+                "--samples", protocol.dpo_samples, "--batch-size", protocol.synth_batch,
+                *(["--steps", protocol.synth_steps] if protocol.synth_steps else []),
+                "--out", layout.dpo(source) / "pairs.parquet"]))
+        elif source == "study":
+            stages += study_pair_stages(protocol, layout)
+        else:
+            raise ValueError(f"unknown preference source {source!r}")
+        stages.append(Stage(f"dpo-{source}-train", "dpo", "ladd.dpo", dpo_train_arguments(source, protocol, layout)))
+    return stages

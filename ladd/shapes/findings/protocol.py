@@ -20,7 +20,8 @@ REAL, SYNTHETIC = "real", "synthetic"
 @dataclass(frozen=True)
 class Arm:
     """One LADD run: the depths of student, teacher (discriminator features) and data generator, the renoising
-    mean m, the data source, the L_distill weight and the training seed."""
+    mean m, the data source, the L_distill weight, the training seed, and `dpo`: the preference source of the DPO
+    teacher that is student initialisation, teacher and data generator (Sec. 4.5; "" for the pretrained teacher)."""
 
     student_depth: int
     teacher_depth: int
@@ -29,12 +30,13 @@ class Arm:
     data: str = SYNTHETIC
     distill_weight: float = 0.0
     seed: int = 0
+    dpo: str = ""
 
     @property
     def name(self) -> str:
         data = f"g{self.generator_depth}" if self.data == SYNTHETIC else REAL
         return (f"s{self.student_depth}-t{self.teacher_depth}-{data}-m{self.logit_mean:g}"
-                f"-distill{self.distill_weight:g}-seed{self.seed}")
+                f"-distill{self.distill_weight:g}-seed{self.seed}" + (f"-dpo-{self.dpo}" if self.dpo else ""))
 
     def tags(self) -> dict:
         """What `bench.run --tag` records, so the report can place the run (e.g. Fig. 7 from the depth tags)."""
@@ -43,6 +45,8 @@ class Arm:
                 "seed": self.seed}
         if self.data == SYNTHETIC:
             tags["generator_depth"] = self.generator_depth
+        if self.dpo:
+            tags["dpo"] = self.dpo
         return tags
 
 
@@ -73,6 +77,15 @@ class Protocol:
     study_noise: float = 0.1  # mean per-annotator probability of answering at random
     study_careless: float = 0.1  # share of careless annotators, on top of one attentive annotator per batch
     n_boot: int = 2000
+    # Sec. 4.5: DPO teachers from each preference source; the first one's feeds the DPO-LADD arm
+    dpo_sources: tuple[str, ...] = ("evaluator", "study")
+    dpo_config: Path = CONFIGS_DIR / "dpo-shapes.toml"
+    dpo_iterations: int | None = None  # None: the config's
+    dpo_prompts: int = 800  # evaluator pairs: prompts, each drawn dpo_samples times by the teacher
+    dpo_samples: int = 4
+    dpo_study_prompts: int = 400  # the study route: two teacher runs of these prompts, one comparison per image
+    dpo_study_samples: int = 2
+    dpo_study_guidance: tuple[float, ...] = (4.0, 2.0)  # the two runs: the teacher's own CFG, and a weaker one
 
     def centre_arm(self, seed: int = 0) -> Arm:
         return Arm(self.centre, self.centre, self.centre, self.centre_logit_mean, SYNTHETIC, 0.0, seed)
@@ -85,7 +98,10 @@ FULL = Protocol()
 SMOKE = Protocol(
     depths=(1, 2), centre=1, iterations=6, batch_size=4, checkpoint_every=3,
     train_config=CONFIGS_DIR / "ladd-smoke.toml", train_prompts=16, synth_batch=8, synth_steps=2, zoo_config=CONFIGS_DIR / "zoo-smoke.toml", smoke_zoo=True,
-    samples_per_prompt=2, eval_limit=8, study_samples=2, study_views=2, n_boot=200)
+    samples_per_prompt=2, eval_limit=8, study_samples=2, study_views=2, n_boot=200,
+    # a smoke teacher's images pass no check, so the evaluator gives no pairs (tests/ladd/test_dpo.py runs that route
+    # on the committed teacher)
+    dpo_sources=("study",), dpo_iterations=2, dpo_study_prompts=24, dpo_study_samples=2)
 
 
 @dataclass(frozen=True)
@@ -111,7 +127,27 @@ class Layout:
         return self.work / "data" / "real.csv"
 
     def data(self, arm: Arm) -> Path:
-        return self.work / "data" / (REAL if arm.data == REAL else f"synth-g{arm.generator_depth}")
+        if arm.data == REAL:
+            return self.work / "data" / REAL
+        return self.work / "data" / (f"synth-g{arm.generator_depth}" + (f"-dpo-{arm.dpo}" if arm.dpo else ""))
+
+    def dpo(self, source: str) -> Path:
+        """A DPO teacher's folder: its preference pairs (and their images), and the `ladd.dpo` run (`dpo_run`)."""
+        return self.work / "dpo" / source
+
+    def dpo_run(self, source: str) -> Path:
+        return self.dpo(source) / f"dpo-{source}"  # the run's name labels its LoRA in reports (OUT/lora)
+
+    def dpo_teacher(self, source: str) -> Path:
+        return self.dpo_run(source) / "pipeline"
+
+    def dpo_lora(self, source: str) -> Path:
+        return self.dpo_run(source) / "lora"
+
+    def pretrained(self, depth: int, protocol: Protocol, dpo: str = "") -> Path:
+        """What an arm starts from, distils from and generates with: the pretrained model of `depth`, or the DPO
+        teacher of a preference source (which is the centre's)."""
+        return self.dpo_teacher(dpo) if dpo else self.teacher(depth, protocol)
 
     def run(self, arm: Arm) -> Path:
         return self.work / "runs" / arm.name

@@ -4,20 +4,24 @@ A stage is either a command (`python -m MODULE ARGS`, called in-process as `MODU
 can be rerun by hand) or a Python step of the findings themselves (tables, study analysis). When it returns, a
 marker `done/<key>.json` records its arguments and seconds; a stage with a marker is skipped. An interrupted stage
 has no marker and runs again, and the command resumes what it had done (its own resumption: synth shards, training
-checkpoints, benchmark images).
+checkpoints, benchmark images). Findings share a work folder and may run at once: a running stage holds a lock
+(`done/<key>.lock`, released by the system when its process dies, even by kill -9), and another command reaching the
+same stage waits for it and then skips it.
 """
 
 from __future__ import annotations
 
+import fcntl
 import importlib
 import json
 import shlex
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-GROUPS = ("zoo", "data", "train", "bench", "study", "table")  # the order stages run in
+GROUPS = ("zoo", "dpo", "data", "train", "bench", "study", "table")  # the order stages run in
 
 
 @dataclass
@@ -103,12 +107,32 @@ def plan_text(work: Path, stages: list[Stage]) -> str:
     return "\n".join(lines)
 
 
+@contextmanager
+def stage_lock(work: Path, stage: Stage):
+    """Hold the stage's lock, waiting while another process holds it."""
+    path = marker_path(work, stage.key).with_suffix(".lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"# {stage.key}: running in another process; waiting for it", flush=True)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def run_stages(work: Path, stages: list[Stage]) -> int:
-    """Run every stage not yet done, in order; returns how many ran."""
+    """Run every stage not yet done, in order, each under its lock; returns how many ran."""
     ran = 0
     for stage in stages:
         if is_done(work, stage):
             continue
-        run_stage(work, stage)
-        ran += 1
+        with stage_lock(work, stage):
+            if is_done(work, stage):  # another process finished it while this one waited
+                continue
+            run_stage(work, stage)
+            ran += 1
     return ran

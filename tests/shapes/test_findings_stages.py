@@ -1,0 +1,36 @@
+"""Two findings commands sharing a work folder: a stage running in one is waited for, then skipped, by the other."""
+
+import fcntl
+import json
+import threading
+import time
+
+from ladd.shapes.findings.stages import Stage, marker_path, run_stages
+
+
+def test_a_stage_running_elsewhere_is_waited_for_then_skipped(tmp_path):
+    ran = []
+    stages = [Stage("train-a", "train", step=lambda: ran.append("a")),
+              Stage("train-b", "train", step=lambda: ran.append("b"))]
+    lock = marker_path(tmp_path, "train-a").with_suffix(".lock")
+    lock.parent.mkdir(parents=True)
+    result = {}
+    with open(lock, "w") as other:  # another process is running train-a
+        fcntl.flock(other, fcntl.LOCK_EX)
+        worker = threading.Thread(target=lambda: result.update(ran=run_stages(tmp_path, stages)))
+        worker.start()
+        time.sleep(0.5)
+        assert ran == [] and worker.is_alive()  # waiting on train-a, not jumping ahead
+        marker_path(tmp_path, "train-a").write_text(json.dumps({"module": None, "argv": []}))  # ... which finishes
+        fcntl.flock(other, fcntl.LOCK_UN)
+    worker.join(timeout=10)
+    assert ran == ["b"] and result["ran"] == 1
+
+
+def test_a_lock_left_by_a_killed_process_does_not_block(tmp_path):
+    # a lock file without a holder (its process died: the system released the lock) is no obstacle
+    marker_path(tmp_path, "data-x").with_suffix(".lock").parent.mkdir(parents=True)
+    marker_path(tmp_path, "data-x").with_suffix(".lock").write_text("")
+    ran = []
+    assert run_stages(tmp_path, [Stage("data-x", "data", step=lambda: ran.append("x"))]) == 1 and ran == ["x"]
+    assert marker_path(tmp_path, "data-x").is_file()
