@@ -34,13 +34,23 @@ def clip_key(metrics) -> str | None:
 
 def clip_by_category(runs: list[Run]) -> dict[str, pd.DataFrame]:
     """Per suite: category × run table of the CLIP score."""
+    return metric_by_category(runs, clip_key)
+
+
+def accuracy_by_category(runs: list[Run]) -> dict[str, pd.DataFrame]:
+    """Per suite with an exact evaluator (the shapes suites): category × run table of the exact accuracy."""
+    return metric_by_category(runs, lambda m: "accuracy" if "accuracy" in m else None)
+
+
+def metric_by_category(runs: list[Run], key_of) -> dict[str, pd.DataFrame]:
+    """Per suite: category × run table of the metric `key_of(category metrics)` names (None: the suite lacks it)."""
     tables = {}
     suites = sorted({s for r in runs for s, v in r.scores.items() if isinstance(v, dict) and v.get("per_category")})
     for suite in suites:
         columns = {}
         for run in runs:
             per_category = (run.scores.get(suite) or {}).get("per_category") or {}
-            values = {c: m[clip_key(m)] for c, m in per_category.items() if isinstance(m, dict) and clip_key(m)}
+            values = {c: m[key_of(m)] for c, m in per_category.items() if isinstance(m, dict) and key_of(m)}
             if values:
                 columns[run.name] = pd.Series(values)
         if columns:
@@ -174,7 +184,8 @@ def run_sections(runs: list[Run], figures: Path, images: Path, options: Options)
                              "tags": ", ".join(f"{k}={v}" for k, v in r.tags.items())} for r in runs])
     sections.append(Section("Runs").table(listing))
     for title, tables in (("Metrics per suite", metric_tables(runs)), ("CLIP score per category",
-                                                                      clip_by_category(runs))):
+                                                                      clip_by_category(runs)),
+                          ("Exact accuracy per category", accuracy_by_category(runs))):
         if tables:
             section = Section(title)
             for suite, table in tables.items():

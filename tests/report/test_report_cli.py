@@ -11,7 +11,7 @@ from annotate.study import create_study
 from bench.report import charts
 from bench.report.__main__ import PROG, main
 from bench.report.publish import build_report
-from bench.report.runs import editing_points, lora_pairs, lora_table, scaling_points
+from bench.report.runs import accuracy_by_category, editing_points, lora_pairs, lora_table, scaling_points
 from bench.report.sections import Options
 from bench.report.study import load_study
 from bench.runfolder import fake_prompts, fake_scores, read_runs, write_fake_run
@@ -208,9 +208,14 @@ def test_figure_8_pairs_each_run_with_a_lora_with_the_same_run_without_it(tmp_pa
                                         ("shapes-turbo", 1, {}, 0.45),
                                         ("shapes-turbo", 1, {"lora": lora, "lora_scale": 0.5}, 0.47),
                                         ("shapes-turbo", 4, {"lora": lora}, 0.52)):
+        per_category = {"counting": {"accuracy": accuracy - 0.1, "clip_score": 0.7}, "single": {"accuracy": accuracy}}
         runs.append(write_fake_run(tmp_path / f"{name}-{steps}-{len(tags)}", name, steps, prompts, 1, suite="shapes",
-                                   size=8, tags=tags, scores={"shapes": {"accuracy": accuracy, "n_images": 3}}))
+                                   size=8, tags=tags, scores={"shapes": {"accuracy": accuracy, "n_images": 3,
+                                                                         "per_category": per_category}}))
     read = read_runs(runs)
+    by_category = accuracy_by_category(read)["shapes"]  # the exact accuracy per category, beside the CLIP score's
+    assert by_category["category"].tolist() == ["counting", "single"]
+    assert by_category[read[1].name].round(4).tolist() == [0.46, 0.56]
     pairs = lora_pairs(read)
     assert [(a.name, b.name) for a, b in pairs] == [(read[0].name, read[1].name), (read[2].name, read[3].name)]
     table = lora_table(pairs)
@@ -219,7 +224,8 @@ def test_figure_8_pairs_each_run_with_a_lora_with_the_same_run_without_it(tmp_pa
     assert table["lora_scale"].tolist() == [1.0, 0.5]
     out = tmp_path / "report"
     assert main(["--runs", *map(str, runs), "--out", str(out)]) == 0
-    assert "## LoRA reapplied" in (out / "summary.md").read_text()
+    summary = (out / "summary.md").read_text()
+    assert "## LoRA reapplied" in summary and "## Exact accuracy per category" in summary
     assert (out / "figures" / "lora.png").is_file()
     html = (out / "index.html").read_text()
     assert html.count("without LoRA") >= 2 * 3 and "with dpo-evaluator" in html
