@@ -176,7 +176,8 @@ def dpo(protocol: Protocol, layout: Layout, student: Path | None = None) -> Find
     the paper's 56% against the initial LADD student."""
     chain = protocol.dpo_sources[0]
     centre, dpo_arm = protocol.centre_arm(), protocol.vary(dpo=chain)
-    arms = (dpo_arm, *(protocol.centre_arm(seed) for seed in protocol.seeds))  # its own arm first: the centre's may be training elsewhere
+    # its own arm first: another finding may be training the centre's meanwhile
+    arms = (dpo_arm, *(protocol.centre_arm(seed) for seed in protocol.seeds))
     teacher = teacher_run(protocol, layout)
     dpo_teachers = [BenchRun(f"{teacher.label}-dpo-{source}", layout.dpo_teacher(source), None)
                     for source in protocol.dpo_sources]

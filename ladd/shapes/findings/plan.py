@@ -61,8 +61,13 @@ def zoo_stages(protocol: Protocol, layout: Layout, depths: set[int]) -> list[Sta
     return stages
 
 
+def teacher_steps(protocol: Protocol) -> list:
+    """The sampling steps of a teacher drawing data (none: its own default)."""
+    return ["--steps", protocol.synth_steps] if protocol.synth_steps else []
+
+
 def synth_arguments(protocol: Protocol) -> list:
-    return ["--batch-size", protocol.synth_batch] + (["--steps", protocol.synth_steps] if protocol.synth_steps else [])
+    return ["--batch-size", protocol.synth_batch, *teacher_steps(protocol)]
 
 
 def data_stages(protocol: Protocol, layout: Layout, arms: list[Arm]) -> list[Stage]:
@@ -177,7 +182,7 @@ def study_pair_stages(protocol: Protocol, layout: Layout) -> list[Stage]:
     for scale, run in zip(protocol.dpo_study_guidance, runs):
         stages.append(Stage(f"dpo-study-{run.name}", "dpo", "bench.run", [
             "--model", teacher, "--suite", "custom", "--prompts", folder / "prompts.csv", "--samples-per-prompt",
-            protocol.dpo_study_samples, "--guidance", scale, *synth_arguments(protocol)[2:], "--no-score",
+            protocol.dpo_study_samples, "--guidance", scale, *teacher_steps(protocol), "--no-score",
             "--out", run]))
     create = ["create", "--runs", *runs, "--suite", "custom", "--samples-per-prompt", protocol.dpo_study_samples,
               "--views", protocol.dpo_study_samples, "--batch-size", BATCH_SIZE, "--db", db_path, "--name",
@@ -196,8 +201,7 @@ def dpo_stages(protocol: Protocol, layout: Layout, sources: list[str]) -> list[S
         if source == "evaluator":
             stages.append(Stage("dpo-evaluator-pairs", "dpo", "ladd.shapes.preferences", [
                 "--model", layout.teacher(protocol.centre, protocol), "--prompts", protocol.dpo_prompts,
-                "--samples", protocol.dpo_samples, "--batch-size", protocol.synth_batch,
-                *(["--steps", protocol.synth_steps] if protocol.synth_steps else []),
+                "--samples", protocol.dpo_samples, "--batch-size", protocol.synth_batch, *teacher_steps(protocol),
                 "--out", layout.dpo(source) / "pairs.parquet"]))
         elif source == "study":
             stages += study_pair_stages(protocol, layout)
