@@ -133,14 +133,15 @@ def metric_panels(metrics: pd.DataFrame, x_of, x_title: str, path: Path, line: b
     """One panel per metric: estimate with its 95% interval against `x_of(row)`, one series per step count."""
     points, order = panel_points(metrics, x_of)
     shown = [m for m in METRICS if m in set(points["metric"])]
-    figure, axes = plt.subplots(1, len(shown), figsize=(4 * len(shown), 3.4), squeeze=False)
+    width = max(4.0, 0.6 * len(order)) if order is not None else 4.0  # room for each label on a categorical axis
+    figure, axes = plt.subplots(1, len(shown), figsize=(width * len(shown), 3.4), squeeze=False)
     for axis, metric in zip(axes[0], shown):
         for series, group in points[points["metric"] == metric].groupby("series", sort=True):
             colour = STEP_COLOURS.get(int(series), "grey") if series.isdigit() else "grey"
             interval_points(axis, group["position"], group, colour,
                             f"{series}-step" if series.isdigit() else series, line)
         if order is not None:
-            axis.set_xticks(range(len(order)), order, fontsize=7, rotation=10)
+            axis.set_xticks(range(len(order)), order, fontsize=7, rotation=30 if len(order) > 4 else 10, ha="right")
         axis.set_xlabel(x_title)
         axis.set_title(METRIC_TITLES.get(metric, metric), fontsize=10)
         axis.grid(alpha=0.3)
