@@ -1,10 +1,16 @@
-"""Two findings commands sharing a work folder: a stage running in one is waited for, then skipped, by the other."""
+"""Findings commands sharing a work folder: a stage running in one is waited for, then skipped, by the other; one
+protocol per folder."""
 
 import fcntl
 import json
 import threading
 import time
 
+import pytest
+
+from ladd.cli import LaddError
+from ladd.shapes.findings.command import check_protocol, protocol_record
+from ladd.shapes.findings.protocol import FULL, Layout
 from ladd.shapes.findings.stages import Stage, marker_path, run_stages
 
 
@@ -34,3 +40,16 @@ def test_a_lock_left_by_a_killed_process_does_not_block(tmp_path):
     ran = []
     assert run_stages(tmp_path, [Stage("data-x", "data", step=lambda: ran.append("x"))]) == 1 and ran == ["x"]
     assert marker_path(tmp_path, "data-x").is_file()
+
+
+def test_one_protocol_per_work_folder_and_settings_added_since_are_recorded(tmp_path):
+    layout = Layout(tmp_path)
+    check_protocol(layout, FULL)
+    record = json.loads((tmp_path / "protocol.json").read_text())
+    older = {k: v for k, v in record.items() if not k.startswith("dpo_")}  # a folder made before the DPO finding
+    (tmp_path / "protocol.json").write_text(json.dumps(older))
+    check_protocol(layout, FULL)
+    assert json.loads((tmp_path / "protocol.json").read_text()) == protocol_record(FULL)
+    (tmp_path / "protocol.json").write_text(json.dumps({**older, "iterations": 500}))
+    with pytest.raises(LaddError, match="iterations differ"):
+        check_protocol(layout, FULL)

@@ -47,15 +47,18 @@ def protocol_record(protocol: Protocol) -> dict:
 
 
 def check_protocol(layout: Layout, protocol: Protocol) -> None:
-    """One protocol per work folder: refuse to mix runs of two."""
+    """One protocol per work folder: refuse to mix runs of two. A setting the folder's record lacks (added to the
+    protocol since, for stages it has not run) is recorded, not refused."""
     path = layout.work / "protocol.json"
     record = protocol_record(protocol)
     if path.is_file():
         previous = json.loads(path.read_text())
-        changed = sorted(k for k in record if previous.get(k) != record[k])
+        changed = sorted(k for k in record if k in previous and previous[k] != record[k])
         if changed:
             raise LaddError(f"{layout.work} holds runs of another protocol ({', '.join(changed)} differ); pass "
                             f"another --work or the same options")
+        if set(record) - set(previous):
+            path.write_text(json.dumps({**previous, **record}, indent=1))
     else:
         layout.work.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(record, indent=1))
