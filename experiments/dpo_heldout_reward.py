@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from scipy.stats import binomtest
 
-from ladd.dpo import PreferenceLatents, image_size, pair_errors
+from ladd.dpo import PreferenceLatents, image_size, implicit_reward_margin, pair_errors
 from ladd.flow import sample_logit_normal
 from ladd.pipelines import load_pipeline
 from ladd.preferences import read_preferences
@@ -43,7 +43,7 @@ def margins(transformer, data: PreferenceLatents, beta: float, logit_mean: float
             transformer.disable_adapters()
             ref_w, ref_l = pair_errors(transformer, group, t, noise)
             transformer.enable_adapters()
-            total += -0.5 * beta * ((model_w - ref_w) - (model_l - ref_l))
+            total += implicit_reward_margin(model_w, model_l, ref_w, ref_l, beta)
         out.append(total / draws)
     return torch.cat(out).numpy()
 

@@ -92,12 +92,18 @@ def velocity_error(velocity: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor
     return (velocity.float() - velocity_target(x0, noise).float()).pow(2).flatten(1).mean(1)
 
 
+def implicit_reward_margin(model_w: torch.Tensor, model_l: torch.Tensor, ref_w: torch.Tensor, ref_l: torch.Tensor,
+                           beta: float) -> torch.Tensor:
+    """r = -beta/2 ((e_model(w) - e_ref(w)) - (e_model(l) - e_ref(l))) per pair: positive when the model, against the
+    reference, prefers the preferred image."""
+    return -0.5 * beta * ((model_w - ref_w) - (model_l - ref_l))
+
+
 def dpo_loss(model_w: torch.Tensor, model_l: torch.Tensor, ref_w: torch.Tensor, ref_l: torch.Tensor, beta: float,
              weight: torch.Tensor | None = None) -> torch.Tensor:
-    """Diffusion-DPO: -log sigmoid(-beta/2 ((e_model(w) - e_ref(w)) - (e_model(l) - e_ref(l)))), per-pair weighted.
-    Lowering the preferred sample's error (against the reference) raises the implicit reward and lowers the loss."""
-    margin = -0.5 * beta * ((model_w - ref_w) - (model_l - ref_l))
-    losses = -F.logsigmoid(margin)
+    """Diffusion-DPO: -log sigmoid(r), r the implicit reward margin, per-pair weighted. Lowering the preferred
+    sample's error (against the reference) raises the implicit reward and lowers the loss."""
+    losses = -F.logsigmoid(implicit_reward_margin(model_w, model_l, ref_w, ref_l, beta))
     return losses.mean() if weight is None else (losses * weight).sum() / weight.sum()
 
 
@@ -137,7 +143,7 @@ def dpo_iteration(transformer, batch: dict, cfg: DpoConfig, generator=None) -> t
         finally:
             network.enable_adapters()
     loss = dpo_loss(model_w, model_l, ref_w, ref_l, cfg.beta, batch.get("weight"))
-    reward = -0.5 * cfg.beta * ((model_w - ref_w) - (model_l - ref_l))
+    reward = implicit_reward_margin(model_w, model_l, ref_w, ref_l, cfg.beta)
     return loss, {"loss": loss.item(), "implicit_reward_margin": reward.mean().item(),
                   "accuracy": (reward > 0).float().mean().item(), "error_w": model_w.mean().item(),
                   "error_l": model_l.mean().item()}
