@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -249,9 +250,46 @@ class PromptTable:
         return self.embeds[rows], self.pooled[rows]
 
 
-def train_teacher(pipe, pool, encoded, cfg: dict, log: MetricsLog, seed: int, snapshot_dir: Path | None):
+class TeacherCheckpoint:
+    """Everything a killed teacher build needs to go on exactly where it stopped: weights, EMA, optimiser, schedule,
+    both random streams, the step and the minutes trained. One file, written under a temporary name and renamed
+    (a kill never leaves half of it); `fingerprint` (the teacher's config, seed and data) must match to resume."""
+
+    def __init__(self, path: Path, fingerprint: dict):
+        self.path, self.fingerprint = Path(path), json.loads(json.dumps(fingerprint, default=str))
+
+    def save(self, step: int, minutes: float, transformer, ema, optimizer, schedule, sampler, generator) -> None:
+        state = {"fingerprint": self.fingerprint, "step": step, "minutes": minutes,
+                 "transformer": transformer.state_dict(), "ema": ema.state_dict(),
+                 "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                 "sampler_rng": sampler.generator.get_state(), "rng": generator.get_state()}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, self.path)
+
+    def load(self, transformer, ema, optimizer, schedule, sampler, generator) -> tuple[int, float]:
+        """Restore into the fresh objects; returns (steps done, minutes trained), (0, 0) without a checkpoint."""
+        if not self.path.is_file():
+            return 0, 0.0
+        state = torch.load(self.path, weights_only=False)
+        if state["fingerprint"] != self.fingerprint:
+            raise LaddError(f"{self.path}: a checkpoint of a differently configured teacher; remove it or use "
+                            f"another --work folder")
+        transformer.load_state_dict(state["transformer"])
+        ema.load_state_dict(state["ema"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        sampler.generator.set_state(state["sampler_rng"])
+        generator.set_state(state["rng"])
+        return state["step"], state["minutes"]
+
+
+def train_teacher(pipe, pool, encoded, cfg: dict, log: MetricsLog, seed: int, snapshot_dir: Path | None,
+                  checkpoint: TeacherCheckpoint | None = None):
     """Rectified-flow training of `pipe.transformer`; returns the EMA weights' model. Snapshots EMA weights
-    every `snapshot_every` steps with the elapsed minutes (for the accuracy-vs-training-time curve)."""
+    every `snapshot_every` steps with the elapsed minutes (for the accuracy-vs-training-time curve); with
+    `checkpoint`, resumes from it and rewrites it every `checkpoint_every` steps."""
     torch.manual_seed(seed)
     transformer = pipe.transformer
     transformer.train()
@@ -259,11 +297,14 @@ def train_teacher(pipe, pool, encoded, cfg: dict, log: MetricsLog, seed: int, sn
     scale, shift = vae.config.scaling_factor, vae.config.shift_factor
     ema = EMAModel(transformer.parameters(), decay=cfg["ema_decay"], use_ema_warmup=True, power=0.75)
     optimizer, schedule = make_optimizer(transformer.parameters(), cfg, cfg["steps"])
-    batches = iter(BucketSampler([len(b.prompts) for b in pool], cfg["batch_size"], seed))
+    sampler = BucketSampler([len(b.prompts) for b in pool], cfg["batch_size"], seed)
     generator = torch.Generator().manual_seed(seed)
-    started = time.time()
+    done, minutes = (checkpoint.load(transformer, ema, optimizer, schedule, sampler, generator) if checkpoint
+                     else (0, 0.0))
+    batches = iter(sampler)
+    started = time.time() - 60 * minutes
     prompt_table = PromptTable(pipe, [p for bucket in pool for p in bucket.prompts])
-    for step in tqdm(range(cfg["steps"]), desc="teacher"):
+    for step in tqdm(range(done, cfg["steps"]), desc="teacher", initial=done, total=cfg["steps"]):
         b, idx = next(batches)
         mean, std = encoded[b]
         x0 = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=generator) - shift) * scale
@@ -283,6 +324,9 @@ def train_teacher(pipe, pool, encoded, cfg: dict, log: MetricsLog, seed: int, sn
             save_file(ema_state, str(snapshot_dir / f"{name}.safetensors"))
             with (snapshot_dir / "snapshots.jsonl").open("a") as f:
                 f.write(json.dumps({"name": name, "step": step + 1, "minutes": (time.time() - started) / 60}) + "\n")
+        if checkpoint and cfg["checkpoint_every"] and (step + 1) % cfg["checkpoint_every"] == 0:
+            checkpoint.save(step + 1, (time.time() - started) / 60, transformer, ema, optimizer, schedule, sampler,
+                            generator)
     ema.copy_to(transformer.parameters())
     return transformer.eval()
 
@@ -363,8 +407,12 @@ def build(cfg: dict, out_dir: Path, work_dir: Path) -> dict:
             transformer.load_state_dict(built.state_dict())
         pipe = assemble_pipeline(tokenizer, text_encoder_from_clip(clip), vae, transformer, teacher_scheduler(),
                                  scene_encoder)
-        train_teacher(pipe, pool, encoded, teacher_cfg, MetricsLog(work_dir / f"{teacher_cfg['name']}.csv"), seed,
-                      work_dir / f"{teacher_cfg['name']}-snapshots")
+        checkpoint = TeacherCheckpoint(work_dir / f"{teacher_cfg['name']}-checkpoint.pt",
+                                       {"teacher": teacher_cfg, "seed": seed, "data": cfg["data"]})
+        resuming = checkpoint.path.is_file()
+        train_teacher(pipe, pool, encoded, teacher_cfg,
+                      MetricsLog(work_dir / f"{teacher_cfg['name']}.csv", append=resuming), seed,
+                      work_dir / f"{teacher_cfg['name']}-snapshots", checkpoint)
         timings["teacher"] = (time.time() - start) / 60
         save_pipeline(
             pipe,

@@ -44,7 +44,7 @@ def test_scaling_end_to_end(work, capsys):
     tags = read_json(work / "bench" / "s1-t2-g1-m1-distill0-seed0-1step" / "config.json")["tags"]
     assert tags["teacher_depth"] == 2 and tags["student_depth"] == 1 and tags["generator_depth"] == 1
     contrasts = pd.read_csv(work / "tables" / "scaling-contrasts.csv")
-    assert {"student depth 2 − 1, at 4 steps", "student effect − teacher effect, at 1 step"} <= set(
+    assert {"student depth 2 − 1, at 4 steps", "student effect − teacher effect (2 − 1), at 1 step"} <= set(
         contrasts["contrast"])
     assert set(contrasts["verdict"]) <= {"reproduced", "consistent", "not reproduced", "reversed"}
     study = pd.read_csv(work / "tables" / "scaling-study.csv")
@@ -55,6 +55,11 @@ def test_scaling_end_to_end(work, capsys):
     assert run(scaling, work) == 0
     assert "scaling: 1 stage(s) run" in capsys.readouterr().out
     (work / "done" / "bench-s2-t1-g1-m1-distill0-seed0-4step.json").unlink()  # as if killed before its marker
+    assert run(scaling, work, "--stage", "table") == 0  # the tables of what is benchmarked so far
+    assert "not yet: s2-t1-g1-m1-distill0-seed0-4step" in capsys.readouterr().out
+    partial = set(pd.read_csv(work / "tables" / "scaling-contrasts.csv")["contrast"])
+    assert "student depth 2 − 1, at 4 steps" not in partial and "student depth 2 − 1, at 1 step" in partial
+    assert "s2-t1-g1-m1-distill0-seed0-4step" not in set(pd.read_csv(work / "tables" / "scaling.csv")["run"])
     assert run(scaling, work, "--stage", "bench") == 0
     out = capsys.readouterr().out
     assert "$ python -m bench.run --model" in out and "(0 new" in out and "1 stage(s) run" in out
@@ -118,4 +123,5 @@ def test_a_given_student_and_protocol_guard(work, tmp_path):
     assert set(study["model"]) == {"student-s1-t1-g1-m1-distill0-seed0-4step"}
     assert set(study["baseline"]) == {"teacher-d1", "student-s1-t1-g1-m1-distill0-seed0-1step"}
     assert cli_exit_code(scaling.main, ["--smoke", "--work", str(work), "--iterations", "7"]) == 2
+    assert cli_exit_code(scaling.main, ["--smoke", "--work", str(work), "--stage", "teacher-d3"]) == 2
     assert cli_exit_code(steps.main, ["--smoke", "--work", str(work), "--student", str(tmp_path)]) == 2

@@ -11,7 +11,7 @@ import pytest
 from ladd.cli import LaddError
 from ladd.shapes.findings.command import check_protocol, protocol_record
 from ladd.shapes.findings.protocol import FULL, Layout
-from ladd.shapes.findings.stages import Stage, marker_path, run_stages
+from ladd.shapes.findings.stages import Stage, marker_path, run_stages, select
 
 
 def test_a_stage_running_elsewhere_is_waited_for_then_skipped(tmp_path):
@@ -53,3 +53,11 @@ def test_one_protocol_per_work_folder_and_settings_added_since_are_recorded(tmp_
     (tmp_path / "protocol.json").write_text(json.dumps({**older, "iterations": 500}))
     with pytest.raises(LaddError, match="iterations differ"):
         check_protocol(layout, FULL)
+
+
+def test_select_takes_a_group_or_one_stage_by_key():
+    stages = [Stage("teacher-d2", "zoo"), Stage("teacher-d8", "zoo"), Stage("synth-g8", "data")]
+    assert [s.key for s in select(stages, "all")] == ["teacher-d2", "teacher-d8", "synth-g8"]
+    assert [s.key for s in select(stages, "zoo")] == ["teacher-d2", "teacher-d8"]
+    assert [s.key for s in select(stages, "teacher-d8")] == ["teacher-d8"]  # e.g. one per core, two commands
+    assert select(stages, "teacher-d3") == []

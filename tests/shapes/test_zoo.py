@@ -17,6 +17,7 @@ from ladd.logs import MetricsLog
 from ladd.pipelines import load_pipeline, swap_vae
 from ladd.sampling import read_sampling_defaults
 from ladd.conditioning import encode_prompts
+from ladd.shapes import build
 from ladd.shapes.build import PromptTable
 from ladd.shapes.build import main as build_main
 from ladd.shapes.build import train_tiny_vae
@@ -116,6 +117,38 @@ def test_teacher_of_another_depth_reuses_clip_vae_and_scene_encoder(smoke_zoo, t
     original = load_pipeline(out / "shapes-sd3")
     assert torch.equal(deeper.vae.encoder.conv_in.weight, original.vae.encoder.conv_in.weight)
     assert torch.equal(deeper.text_encoder_3.shared.weight, original.text_encoder_3.shared.weight)
+
+
+def test_a_killed_teacher_build_resumes_to_the_same_weights(smoke_zoo, tmp_path, monkeypatch):
+    out, _ = smoke_zoo
+    def args(work, name, *overrides):
+        return ["--smoke", "--out", str(out), "--work", str(work), 'stages=["teacher"]', "teacher.depth=2",
+                f'teacher.name="{name}"', *overrides]
+
+    assert build_main(args(tmp_path / "whole", "d2-whole")) == 0
+
+    real_step = build.training_step
+
+    def killed_at_step_3(loss, *rest):  # dies mid-step 3, after the checkpoint written at step 2
+        if rest[6] == 2:
+            raise KeyboardInterrupt
+        return real_step(loss, *rest)
+
+    work = tmp_path / "killed"
+    monkeypatch.setattr(build, "training_step", killed_at_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        build_main(args(work, "d2-killed"))
+    assert not (out / "d2-killed").exists() and (work / "d2-killed-checkpoint.pt").is_file()
+    steps_run = []
+    monkeypatch.setattr(build, "training_step", lambda loss, *rest: steps_run.append(rest[6]) or real_step(loss, *rest))
+    assert build_main(args(work, "d2-killed")) == 0
+    assert steps_run == [2, 3]  # resumed, not restarted
+    whole = load_pipeline(out / "d2-whole").transformer.state_dict()
+    for name, weight in load_pipeline(out / "d2-killed").transformer.state_dict().items():
+        assert torch.equal(whole[name], weight), name
+    assert len(pd.read_csv(work / "d2-killed.csv")) == len(pd.read_csv(tmp_path / "whole" / "d2-whole.csv"))
+    # a checkpoint of another configuration is refused, not silently continued
+    assert cli_exit_code(build_main, args(work, "d2-killed", "teacher.lr=0.001")) == 2
 
 
 def test_teacher_init_from_a_built_teacher(smoke_zoo, tmp_path, capsys):

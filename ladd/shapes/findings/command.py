@@ -1,7 +1,8 @@
 """The command every finding shares: `python -m ladd.shapes.findings.<finding> [options]`.
 
     --plan          list the stages, their commands and what is done; run nothing
-    --stage GROUP   run only zoo, dpo, data, train, bench, study or table stages (default: all, in that order)
+    --stage GROUP   run only zoo, dpo, data, train, bench, study or table stages (default: all, in that order),
+                    or one stage by its key from --plan (e.g. teacher-d8): two commands can then use both cores
     --smoke         tiny models, seconds (the tests); work folder results/findings-smoke, tables under it
     --work DIR      the work folder, shared by the findings (default results/findings)
     --out DIR       where the tables go (default docs/findings)
@@ -69,7 +70,7 @@ def build_parser(name: str) -> OneLineParser:
                            description=f"Reproduce the paper's {name} finding in the shapes world.",
                            epilog=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="tiny models, seconds (for the tests)")
-    parser.add_argument("--stage", choices=("all", *GROUPS), default="all")
+    parser.add_argument("--stage", default="all", help=f"all, one of {', '.join(GROUPS)}, or a stage key from --plan")
     parser.add_argument("--plan", action="store_true", help="list the stages and what is done; run nothing")
     parser.add_argument("--work", help="work folder (default results/findings, or results/findings-smoke)")
     parser.add_argument("--out", help="tables folder (default docs/findings, or WORK/tables with --smoke)")
@@ -116,9 +117,13 @@ def main_for(name: str):
         if args.plan:
             print(plan_text(layout.work, stages))
             return 0
+        chosen = select(stages, args.stage)
+        if not chosen and args.stage not in ("all", *GROUPS):
+            raise LaddError(f"--stage {args.stage}: not a group ({', '.join(GROUPS)}) nor a stage of {name} "
+                            f"(see --plan)")
         check_protocol(layout, protocol)
         start = time.time()
-        ran = run_stages(layout.work, select(stages, args.stage))
+        ran = run_stages(layout.work, chosen)
         print(f"{name}: {ran} stage(s) run in {(time.time() - start) / 60:.1f} min; work folder {layout.work}")
         return 0
 

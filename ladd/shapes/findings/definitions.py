@@ -5,7 +5,7 @@ comparisons, and the tables written from the runs (`<finding>.csv`, `<finding>-c
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -13,7 +13,8 @@ import pandas as pd
 from ladd.shapes.findings import measure
 from ladd.shapes.findings.plan import BenchRun, arm_run, teacher_run
 from ladd.shapes.findings.protocol import REAL, Arm, Layout, Protocol
-from ladd.shapes.findings.stages import shown
+from ladd.cli import LaddError
+from ladd.shapes.findings.stages import marker_path, shown
 
 STUDY_STEPS = 4  # the students in a study are sampled with 4 steps (Fig. 10)
 
@@ -65,7 +66,7 @@ def centre_runs(protocol: Protocol, layout: Layout) -> list[BenchRun]:
 
 
 def scaling(protocol: Protocol, layout: Layout, student: Path | None = None) -> Finding:
-    low, high = min(protocol.depths), max(protocol.depths)
+    """Each depth against the centre, one dimension at a time (so each side of the plot stands on its own runs)."""
     arms = [protocol.centre_arm(seed) for seed in protocol.seeds]
     for depth in protocol.depths:
         if depth != protocol.centre:
@@ -74,22 +75,23 @@ def scaling(protocol: Protocol, layout: Layout, student: Path | None = None) -> 
     runs = [arm_run(arm, steps, layout) for arm in arms for steps in protocol.eval_steps]
     contrasts = []
     for steps in protocol.eval_steps:
-        by_dimension = {}
-        for dimension in ("student_depth", "teacher_depth", "generator_depth"):
-            a = arm_run(protocol.vary(**{dimension: high}), steps, layout)
-            b = arm_run(protocol.vary(**{dimension: low}), steps, layout)
-            by_dimension[dimension] = (a, b)
-            word = dimension.split("_")[0]
-            contrasts.append(difference(f"{word} depth {high} − {low}, {at(steps)}", a, b, +1,
-                                        f"a deeper {word} gives a better student"))
-        (s8, s2) = by_dimension["student_depth"]
-        for other in ("teacher_depth", "generator_depth"):
-            o8, o2 = by_dimension[other]
-            word = other.split("_")[0]
-            contrasts.append(Contrast(
-                f"student effect − {word} effect, {at(steps)}",
-                ((1.0, s8.label), (-1.0, s2.label), (-1.0, o8.label), (1.0, o2.label)), +1,
-                f"student depth matters more than {word} depth"))
+        for depth in sorted(set(protocol.depths) - {protocol.centre}):
+            low, high = sorted((depth, protocol.centre))
+            effect = {}  # dimension -> (deeper run, shallower run)
+            for dimension in ("student_depth", "teacher_depth", "generator_depth"):
+                a, b = (arm_run(protocol.vary(**{dimension: d}), steps, layout) for d in (high, low))
+                effect[dimension] = (a, b)
+                word = dimension.split("_")[0]
+                contrasts.append(difference(f"{word} depth {high} − {low}, {at(steps)}", a, b, +1,
+                                            f"a deeper {word} gives a better student"))
+            (s_high, s_low) = effect["student_depth"]
+            for other in ("teacher_depth", "generator_depth"):
+                o_high, o_low = effect[other]
+                word = other.split("_")[0]
+                contrasts.append(Contrast(
+                    f"student effect − {word} effect ({high} − {low}), {at(steps)}",
+                    ((1.0, s_high.label), (-1.0, s_low.label), (-1.0, o_high.label), (1.0, o_low.label)), +1,
+                    f"student depth matters more than {word} depth"))
     centre = arm_run(protocol.centre_arm(), STUDY_STEPS, layout)
     students = tuple(arm_run(protocol.vary(student_depth=d), STUDY_STEPS, layout)
                      for d in protocol.depths if d != protocol.centre)
@@ -310,9 +312,27 @@ def study_table(finding: Finding, protocol: Protocol, layout: Layout) -> pd.Data
     return table.drop(columns=["p_value"])
 
 
+def benchmarked_so_far(finding: Finding, layout: Layout) -> Finding:
+    """The finding restricted to the runs whose benchmark stage is done: contrasts over those runs only, the study
+    only once its votes are in. Run alone (`--stage table`), the tables report where a long finding stands."""
+    runs = tuple(r for r in finding.runs if marker_path(layout.work, f"bench-{r.label}").is_file())
+    kept = {r.label for r in runs}
+    left_out = [r.label for r in finding.runs if r.label not in kept]
+    if left_out:
+        print(f"# {finding.name}: tables of the runs benchmarked so far; not yet: {', '.join(left_out)}")
+    study = finding.study
+    if study is not None and not marker_path(layout.work, f"study-{study.name}-votes").is_file():
+        study = None
+    return replace(finding, runs=runs, study=study,
+                   contrasts=tuple(c for c in finding.contrasts if {label for _, label in c.terms} <= kept))
+
+
 def write_tables(finding: Finding, protocol: Protocol, layout: Layout, out: Path, kind: str) -> list[Path]:
     from bench.backbones import shapes_clip
 
+    finding = benchmarked_so_far(finding, layout)
+    if not finding.runs:
+        raise LaddError(f"{finding.name}: no run is benchmarked yet (see --plan)")
     out.mkdir(parents=True, exist_ok=True)
     values, sizes = measure_runs(finding, protocol, layout, shapes_clip().load())
     written = {out / f"{finding.name}.csv": metrics_table(finding, protocol, values, sizes, kind),

@@ -83,10 +83,11 @@ def run_stage(work: Path, stage: Stage) -> None:
                                   "finished": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=1))
 
 
-def select(stages: list[Stage], group: str) -> list[Stage]:
-    if group == "all":
+def select(stages: list[Stage], name: str) -> list[Stage]:
+    """`all`, the stages of one group, or the one stage with that key."""
+    if name == "all":
         return stages
-    return [s for s in stages if s.group == group]
+    return [s for s in stages if name in (s.group, s.key)]
 
 
 def unique(stages: list[Stage]) -> list[Stage]:
