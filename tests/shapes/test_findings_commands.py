@@ -32,8 +32,8 @@ def run(module, work, *extra):
 def test_scaling_end_to_end(work, capsys):
     assert run(scaling, work) == 0
     table = pd.read_csv(work / "tables" / "scaling.csv")
-    # the centre (two seeds) and one arm per dimension at the other smoke depth, each at 1 and 4 steps
-    assert table["run"].nunique() == 5 * 2 and set(table["metric"]) == {"accuracy", "clip_score", "check_score",
+    # the centre (two seeds) and one arm per dimension at the other smoke depth, each at 1 and 4 steps; the teachers
+    assert set(table["run"]) >= {"teacher-d1", "teacher-d2"} and table["run"].nunique() == 5 * 2 + 2 and set(table["metric"]) == {"accuracy", "clip_score", "check_score",
                                                                          "fd_clip"}
     assert (table["ci_low"] <= table["estimate"] + 1e-12).all()
     assert (table["estimate"] <= table["ci_high"] + 1e-12).all()

@@ -73,6 +73,7 @@ def scaling(protocol: Protocol, layout: Layout, student: Path | None = None) -> 
             arms += [protocol.vary(student_depth=depth), protocol.vary(teacher_depth=depth),
                      protocol.vary(generator_depth=depth)]
     runs = [arm_run(arm, steps, layout) for arm in arms for steps in protocol.eval_steps]
+    runs += [teacher_run(protocol, layout, depth) for depth in protocol.depths]  # is a deeper model better at all?
     contrasts = []
     for steps in protocol.eval_steps:
         for depth in sorted(set(protocol.depths) - {protocol.centre}):

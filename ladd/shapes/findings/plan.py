@@ -32,8 +32,10 @@ def arm_run(arm: Arm, steps: int, layout: Layout, lora: str = "") -> BenchRun:
     return BenchRun(f"{arm.name}{f'-lora-{lora}' if lora else ''}-{steps}step", layout.student(arm), steps, arm, lora)
 
 
-def teacher_run(protocol: Protocol, layout: Layout) -> BenchRun:
-    return BenchRun(f"teacher-d{protocol.centre}", layout.teacher(protocol.centre, protocol), None)
+def teacher_run(protocol: Protocol, layout: Layout, depth: int | None = None) -> BenchRun:
+    """A pretrained model at its own sampler (the centre's teacher by default)."""
+    depth = protocol.centre if depth is None else depth
+    return BenchRun(f"teacher-d{depth}", layout.teacher(depth, protocol), None)
 
 
 # --- zoo and data ---------------------------------------------------------------------------------------------------
