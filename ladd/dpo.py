@@ -283,7 +283,9 @@ def train(cfg: DpoConfig) -> Path:
         accelerator.print(f"resumed from {resume} at iteration {start}")
     else:
         set_seed(cfg.seed + accelerator.process_index)
-    log = MetricsLog(out / "metrics.csv", append=start > 0) if accelerator.is_main_process else None
+    log = MetricsLog(out / "metrics.csv") if accelerator.is_main_process else None
+    if log is not None:
+        log.resume(start, "iteration")
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))

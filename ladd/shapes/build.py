@@ -301,6 +301,7 @@ def train_teacher(pipe, pool, encoded, cfg: dict, log: MetricsLog, seed: int, sn
     generator = torch.Generator().manual_seed(seed)
     done, minutes = (checkpoint.load(transformer, ema, optimizer, schedule, sampler, generator) if checkpoint
                      else (0, 0.0))
+    log.resume(done, "step")
     batches = iter(sampler)
     started = time.time() - 60 * minutes
     prompt_table = PromptTable(pipe, [p for bucket in pool for p in bucket.prompts])
@@ -409,9 +410,7 @@ def build(cfg: dict, out_dir: Path, work_dir: Path) -> dict:
                                  scene_encoder)
         checkpoint = TeacherCheckpoint(work_dir / f"{teacher_cfg['name']}-checkpoint.pt",
                                        {"teacher": teacher_cfg, "seed": seed, "data": cfg["data"]})
-        resuming = checkpoint.path.is_file()
-        train_teacher(pipe, pool, encoded, teacher_cfg,
-                      MetricsLog(work_dir / f"{teacher_cfg['name']}.csv", append=resuming), seed,
+        train_teacher(pipe, pool, encoded, teacher_cfg, MetricsLog(work_dir / f"{teacher_cfg['name']}.csv"), seed,
                       work_dir / f"{teacher_cfg['name']}-snapshots", checkpoint)
         timings["teacher"] = (time.time() - start) / 60
         save_pipeline(

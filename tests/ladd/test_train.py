@@ -309,7 +309,7 @@ def test_re_exporting_a_folder_rewrites_its_sampler_and_keeps_its_weights(smoke_
 
 
 def test_kill_and_resume_matches_an_uninterrupted_run(smoke_teacher, smoke_latents, tmp_path):
-    iterations = ["iterations=40", "checkpoint_every=4", "keep_checkpoints=100", "log_every=100"]
+    iterations = ["iterations=40", "checkpoint_every=4", "keep_checkpoints=100", "log_every=1"]
     assert main(smoke_args(smoke_teacher, smoke_latents, tmp_path / "straight", *iterations)) == 0
 
     killed = tmp_path / "killed"
@@ -328,6 +328,8 @@ def test_kill_and_resume_matches_an_uninterrupted_run(smoke_teacher, smoke_laten
         a = load_file(str(tmp_path / "straight" / "checkpoints" / "step-000040" / name))
         b = load_file(str(killed / "checkpoints" / "step-000040" / name))
         assert all(torch.equal(a[k], b[k]) for k in a), name
+    # one log row per iteration: those the killed run logged past its last checkpoint are not repeated
+    assert pd.read_csv(killed / "metrics.csv")["iteration"].tolist() == list(range(40))
 
 
 def test_non_finite_iterations_are_skipped_then_stop_the_run(smoke_teacher, smoke_latents, tmp_path, capsys):
