@@ -253,7 +253,7 @@ class PromptTable:
 class TeacherCheckpoint:
     """Everything a killed teacher build needs to go on exactly where it stopped: weights, EMA, optimiser, schedule,
     both random streams, the step and the minutes trained. One file, written under a temporary name and renamed
-    (a kill never leaves half of it); `fingerprint` (the teacher's config, seed and data) must match to resume."""
+    (a kill never leaves half of it); `fingerprint` (the build's config) must match to resume."""
 
     def __init__(self, path: Path, fingerprint: dict):
         self.path, self.fingerprint = Path(path), json.loads(json.dumps(fingerprint, default=str))
@@ -274,7 +274,7 @@ class TeacherCheckpoint:
             return 0, 0.0
         state = torch.load(self.path, weights_only=False)
         if state["fingerprint"] != self.fingerprint:
-            raise LaddError(f"{self.path}: a checkpoint of a differently configured teacher; remove it or use "
+            raise LaddError(f"{self.path}: a checkpoint of a differently configured build; remove it or use "
                             f"another --work folder")
         transformer.load_state_dict(state["transformer"])
         ema.load_state_dict(state["ema"])
@@ -408,8 +408,8 @@ def build(cfg: dict, out_dir: Path, work_dir: Path) -> dict:
             transformer.load_state_dict(built.state_dict())
         pipe = assemble_pipeline(tokenizer, text_encoder_from_clip(clip), vae, transformer, teacher_scheduler(),
                                  scene_encoder)
-        checkpoint = TeacherCheckpoint(work_dir / f"{teacher_cfg['name']}-checkpoint.pt",
-                                       {"teacher": teacher_cfg, "seed": seed, "data": cfg["data"]})
+        # the whole build's config: a teacher resumed on another VAE's latents would be silently wrong
+        checkpoint = TeacherCheckpoint(work_dir / f"{teacher_cfg['name']}-checkpoint.pt", cfg)
         train_teacher(pipe, pool, encoded, teacher_cfg, MetricsLog(work_dir / f"{teacher_cfg['name']}.csv"), seed,
                       work_dir / f"{teacher_cfg['name']}-snapshots", checkpoint)
         timings["teacher"] = (time.time() - start) / 60

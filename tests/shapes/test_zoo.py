@@ -149,6 +149,7 @@ def test_a_killed_teacher_build_resumes_to_the_same_weights(smoke_zoo, tmp_path,
     assert len(pd.read_csv(work / "d2-killed.csv")) == len(pd.read_csv(tmp_path / "whole" / "d2-whole.csv"))
     # a checkpoint of another configuration is refused, not silently continued
     assert cli_exit_code(build_main, args(work, "d2-killed", "teacher.lr=0.001")) == 2
+    assert cli_exit_code(build_main, args(work, "d2-killed", "vae.kl_weight=0.001")) == 2  # any change to the build
 
 
 def test_teacher_init_from_a_built_teacher(smoke_zoo, tmp_path, capsys):
