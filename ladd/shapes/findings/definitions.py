@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from ladd.shapes.findings import measure
-from ladd.shapes.findings.plan import BenchRun, arm_run, teacher_run
+from ladd.shapes.findings.plan import BenchRun, arm_run, bench_key, teacher_run, votes_key
 from ladd.shapes.findings.protocol import REAL, Arm, Layout, Protocol
 from ladd.cli import LaddError
 from ladd.shapes.findings.stages import marker_path, shown
@@ -316,13 +316,13 @@ def study_table(finding: Finding, protocol: Protocol, layout: Layout) -> pd.Data
 def benchmarked_so_far(finding: Finding, layout: Layout) -> Finding:
     """The finding restricted to the runs whose benchmark stage is done: contrasts over those runs only, the study
     only once its votes are in. Run alone (`--stage table`), the tables report where a long finding stands."""
-    runs = tuple(r for r in finding.runs if marker_path(layout.work, f"bench-{r.label}").is_file())
+    runs = tuple(r for r in finding.runs if marker_path(layout.work, bench_key(r)).is_file())
     kept = {r.label for r in runs}
     left_out = [r.label for r in finding.runs if r.label not in kept]
     if left_out:
         print(f"# {finding.name}: tables of the runs benchmarked so far; not yet: {', '.join(left_out)}")
     study = finding.study
-    if study is not None and not marker_path(layout.work, f"study-{study.name}-votes").is_file():
+    if study is not None and not marker_path(layout.work, votes_key(study.name)).is_file():
         study = None
     return replace(finding, runs=runs, study=study,
                    contrasts=tuple(c for c in finding.contrasts if {label for _, label in c.terms} <= kept))

@@ -121,8 +121,12 @@ def bench_arguments(run: BenchRun, protocol: Protocol, layout: Layout) -> list:
     return argv
 
 
+def bench_key(run: BenchRun) -> str:
+    return f"bench-{run.label}"
+
+
 def bench_stages(protocol: Protocol, layout: Layout, runs: list[BenchRun]) -> list[Stage]:
-    return [Stage(f"bench-{run.label}", "bench", "bench.run", bench_arguments(run, protocol, layout)) for run in runs]
+    return [Stage(bench_key(run), "bench", "bench.run", bench_arguments(run, protocol, layout)) for run in runs]
 
 
 # --- the study --------------------------------------------------------------------------------------------------------
@@ -152,6 +156,11 @@ def vote_arguments(db_path: Path, protocol: Protocol) -> list:
             "--noise", protocol.study_noise, "--seed", 0]
 
 
+def votes_key(study: str) -> str:
+    """The stage after which a study's votes are all in."""
+    return f"study-{study}-votes"
+
+
 def study_stages(name: str, model: BenchRun, baselines: list[BenchRun], protocol: Protocol,
                  layout: Layout) -> list[Stage]:
     """The study of Figs. 9–11 through the real database: the model's run first, then its baselines; votes from
@@ -161,7 +170,7 @@ def study_stages(name: str, model: BenchRun, baselines: list[BenchRun], protocol
     create = ["create", "--runs", *runs, "--suite", SUITE, "--samples-per-prompt", protocol.study_samples,
               "--views", protocol.study_views, "--batch-size", BATCH_SIZE, "--db", db_path, "--name", name]
     return [Stage(f"study-{name}-create", "study", "annotate.study", create),
-            Stage(f"study-{name}-votes", "study", "annotate.simulate", lambda: vote_arguments(db_path, protocol))]
+            Stage(votes_key(name), "study", "annotate.simulate", lambda: vote_arguments(db_path, protocol))]
 
 
 # --- DPO teachers (Sec. 4.5) --------------------------------------------------------------------------------------
