@@ -184,7 +184,8 @@ def study_figure(study: pd.DataFrame, path: Path) -> Path:
         y = np.arange(len(baselines))
         axis.errorbar(rows["win_rate"], y, xerr=[rows["win_rate"] - rows["ci_low"], rows["ci_high"] - rows["win_rate"]],
                       fmt="o", color=MODEL_COLOUR, capsize=3, label="measured, 95% CI")
-        axis.plot(rows["expected"], y, "x", color="black", label="oracle truth")
+        # Drawn above the measured point: where the two agree, the cross must still show.
+        axis.plot(rows["expected"], y, "x", color="black", zorder=3, label="oracle truth")
         axis.axvline(0.5, color="black", linestyle="--", linewidth=0.8)
         axis.set_xlim(0, 1)
         axis.set_yticks(y, [f"vs {b}" for b in baselines], fontsize=8)
