@@ -283,9 +283,7 @@ def train(cfg: DpoConfig) -> Path:
         accelerator.print(f"resumed from {resume} at iteration {start}")
     else:
         set_seed(cfg.seed + accelerator.process_index)
-    log = MetricsLog(out / "metrics.csv") if accelerator.is_main_process else None
-    if log is not None:
-        log.resume(start, "iteration")
+    log = MetricsLog(out / "metrics.csv").resume(start, "iteration") if accelerator.is_main_process else None
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))

@@ -13,11 +13,11 @@ class MetricsLog:
         self.append = False
         self.file = None
 
-    def resume(self, at: int, key: str) -> None:
+    def resume(self, at: int, key: str) -> MetricsLog:
         """Go on after the rows whose `key` (step, iteration) is below `at`, a resumed run's first: the rows a killed
         run logged past the checkpoint it resumes from are dropped, as the resumed run logs those steps again."""
         if at <= 0 or not self.path.is_file():
-            return
+            return self
         with self.path.open(newline="") as f:
             reader = csv.DictReader(f)
             fields, rows = reader.fieldnames, [r for r in reader if int(float(r[key])) < at]
@@ -29,6 +29,7 @@ class MetricsLog:
                 writer.writerows(rows)
             os.replace(tmp, self.path)
             self.append = True
+        return self
 
     def write(self, **row) -> None:
         if self.file is None:

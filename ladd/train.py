@@ -357,9 +357,7 @@ def run_training(cfg: LaddConfig, accelerator, fsdp: bool) -> Path:
 
     info = {"teacher": str(Path(cfg.teacher).resolve()), "config": to_dict(cfg),
             "tags": scaling_tags(cfg, models.teacher, student)}
-    log = MetricsLog(out / "metrics.csv") if accelerator.is_main_process else None
-    if log is not None:
-        log.resume(start, "iteration")
+    log = MetricsLog(out / "metrics.csv").resume(start, "iteration") if accelerator.is_main_process else None
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))

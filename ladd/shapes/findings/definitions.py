@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from ladd.cli import LaddError
 from ladd.shapes.findings import measure
 from ladd.shapes.findings.plan import BenchRun, arm_run, bench_key, teacher_run, votes_key
 from ladd.shapes.findings.protocol import REAL, Arm, Layout, Protocol
-from ladd.cli import LaddError
 from ladd.shapes.findings.stages import marker_path, shown
 
 STUDY_STEPS = 4  # the students in a study are sampled with 4 steps (Fig. 10)
